@@ -1,0 +1,822 @@
+"""The one facade the UI and the CLI use: libraries, indexing, watching, search.
+
+Threads: every catalog write runs on the single writer thread (`self._writer`), as a
+short task per batch, so a user's edit never waits for a whole indexing run. Long jobs
+(scan, encode, index build) run in the caller's thread — the CLI's main thread or a Qt
+worker from jobs.py — and hand their writes to the writer. Reads use a per-thread
+read-only connection. Only one process may write a data dir: the second attaches
+read-only (a file lock, released by the OS even when a process is killed).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from filelock import FileLock, Timeout
+
+from desktop import images
+from desktop.catalog import Catalog, CatalogError, Photo, Root, Skipped
+from desktop.encoders import Encoder, EncoderError, create_encoder
+from desktop.index import AnnIndex
+from desktop.scanner import Change, Watcher, plan
+from desktop.settings import DEFAULT_ENCODER, Paths, encoder_slug, paths
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+ENCODE_BATCH = 32
+DECODE_SIZE = 256  # encoders look at ~224 px; JPEGs are draft-decoded to about this
+HASH_WORKERS = 4
+WRITE_CHUNK = 500
+RESCAN_INTERVAL_S = 300.0  # roots whose watcher failed are rescanned this often
+
+
+class LibraryError(RuntimeError):
+    """A user-facing failure: the message says what and where."""
+
+
+class ReadOnlyError(LibraryError):
+    pass
+
+
+@dataclass(frozen=True)
+class Hit:
+    photo: Photo
+    score: float
+
+    @property
+    def photo_id(self) -> int:
+        return self.photo.id
+
+    @property
+    def path(self) -> str:
+        return self.photo.path
+
+
+@dataclass(frozen=True)
+class Progress:
+    stage: str  # scan | hash | encode | index
+    done: int
+    total: int
+    rate: float = 0.0  # items per second
+    eta_s: float | None = None
+    message: str = ""
+
+
+@dataclass
+class IndexReport:
+    seen: int = 0
+    hashed: int = 0
+    new_photos: int = 0
+    removed: int = 0
+    encoded: int = 0
+    skipped: int = 0
+    problems: int = 0
+    seconds: float = 0.0
+    encode_seconds: float = 0.0
+    cancelled: bool = False
+    offline: list[str] = field(default_factory=list)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.encoded / self.encode_seconds if self.encode_seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Filters:
+    root: str | None = None
+    folder: str | None = None
+    date_from: str | None = None  # ISO date or datetime, compared with EXIF taken-at
+    date_to: str | None = None
+    exts: tuple[str, ...] = ()
+
+    def empty(self) -> bool:
+        return not (self.root or self.folder or self.date_from or self.date_to or self.exts)
+
+
+@dataclass(frozen=True)
+class RootStatus:
+    root: Root
+    counts: dict[str, int]
+    watching: str  # "watching", "off", or why not
+
+
+@dataclass(frozen=True)
+class LibraryStatus:
+    home: str
+    encoder: str
+    encoder_id: str | None
+    readonly: bool
+    roots: list[RootStatus]
+    vectors: dict[str, int]
+    to_encode: int | None
+    index_size: int
+    index_built_at: float | None
+    skipped: list[Skipped]
+
+
+@dataclass(frozen=True)
+class Term:
+    weight: float
+    text: str | None = None
+    image: str | None = None
+
+
+_TERM_RE = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*:)?\s*(.*?)\s*$")
+
+
+def parse_query(query: str) -> list[Term]:
+    """rclip-style text queries: "2:dog + beach - people", and "-word" excludes one word.
+
+    Terms are joined by " + " and " - " (spaces around the sign); "w:" weights a term.
+    """
+    terms: list[Term] = []
+    parts = re.split(r"\s+([+-])\s+", " " + query.strip() + " ")
+    signs = ["+"] + parts[1::2]
+    for sign, part in zip(signs, parts[0::2], strict=True):
+        words, negatives = [], []
+        for word in part.split():
+            (negatives if word.startswith("-") and len(word) > 1 else words).append(word.lstrip("-") if word.startswith("-") and len(word) > 1 else word)
+        m = _TERM_RE.match(" ".join(words))
+        weight = float(m.group(1)) if m and m.group(1) else 1.0
+        text = m.group(2) if m else ""
+        if text:
+            terms.append(Term(weight if sign == "+" else -weight, text=text))
+        terms.extend(Term(-1.0, text=neg) for neg in negatives)
+    return terms
+
+
+class Library:
+    """A Lumen data dir: catalog + indexes + the active encoder."""
+
+    def __init__(
+        self,
+        home: str | os.PathLike | None = None,
+        encoder: str | None = None,
+        weights: str | None = None,
+        device: str = "auto",
+        readonly: bool | None = None,
+    ) -> None:
+        self.paths: Paths = paths(home).ensure()
+        self._lock = FileLock(str(self.paths.lock))
+        if readonly:
+            self.readonly = True
+        else:
+            try:
+                self._lock.acquire(timeout=0)
+                self.readonly = False
+            except Timeout:
+                if readonly is False:
+                    raise LibraryError(
+                        f"{self.paths.home}: another Lumen is indexing this library; close it first "
+                        "(or open this one read-only)"
+                    ) from None
+                log.warning("%s: another Lumen is writing here; opened read-only", self.paths.home)
+                self.readonly = True
+        self._closed = False
+        self._writer = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lumen-writer")
+        self._wcat: Catalog | None = None
+        self._local = threading.local()
+        self._readers: list[Catalog] = []
+        self._readers_lock = threading.Lock()
+        self._encoder_lock = threading.Lock()  # a query waits at most one indexing batch
+        self._build_lock = threading.Lock()
+        self._indexes: dict[str, AnnIndex] = {}
+        if not self.readonly:
+            self._write(lambda c: None)  # creates / migrates the catalog on the writer thread
+        cat = self._cat()
+        self.encoder_spec = encoder or cat.get_meta("encoder.spec") or DEFAULT_ENCODER
+        self.weights = weights if weights is not None else (None if encoder else cat.get_meta("encoder.weights"))
+        self.device = device
+        self._encoder: Encoder | None = None
+        self._previous: Encoder | None = None  # answers queries while a new encoder catches up
+        if not self.readonly and (encoder or weights):
+            self._write(lambda c: (c.set_meta("encoder.spec", self.encoder_spec), c.set_meta("encoder.weights", self.weights)))
+
+    @classmethod
+    def open(cls, home: str | os.PathLike | None = None, **kwargs: Any) -> Library:
+        return cls(home, **kwargs)
+
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Finish pending writes, close connections, release the writer lock. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.submit(self._close_writer).result()
+        self._writer.shutdown(wait=True)
+        with self._readers_lock:
+            for reader in self._readers:
+                try:
+                    reader.close()
+                except Exception:  # noqa: BLE001 - a connection of a finished thread
+                    pass
+            self._readers.clear()
+        if self._lock.is_locked:
+            self._lock.release()
+
+    def _close_writer(self) -> None:
+        if self._wcat is not None:
+            self._wcat.close()
+            self._wcat = None
+
+    # ---- plumbing -----------------------------------------------------------------------
+    def _write(self, fn: Callable[[Catalog], T]) -> T:
+        """Run fn(catalog) on the writer thread and wait for it (errors propagate)."""
+        if self.readonly:
+            raise ReadOnlyError(f"{self.paths.home}: opened read-only (another Lumen is writing here)")
+
+        def task() -> T:
+            if self._wcat is None:
+                self._wcat = Catalog(self.paths.catalog)
+            return fn(self._wcat)
+
+        return self._writer.submit(task).result()
+
+    def _cat(self) -> Catalog:
+        """This thread's read connection."""
+        cat = getattr(self._local, "cat", None)
+        if cat is None:
+            cat = Catalog(self.paths.catalog, readonly=True)
+            self._local.cat = cat
+            with self._readers_lock:
+                self._readers.append(cat)
+        return cat
+
+    @property
+    def catalog(self) -> Catalog:
+        """A read-only catalog connection for the calling thread."""
+        return self._cat()
+
+    # ---- encoder ------------------------------------------------------------------------
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            self._encoder = create_encoder(self.encoder_spec, weights=self.weights, device=self.device)
+        return self._encoder
+
+    def set_encoder(self, spec: str, weights: str | None = None) -> None:
+        """Switch encoders. Old vectors stay; search uses them until the new ones are complete."""
+        enc = create_encoder(spec, weights=weights, device=self.device)
+        self._write(lambda c: (c.set_meta("encoder.spec", spec), c.set_meta("encoder.weights", weights)))
+        self.encoder_spec, self.weights, self._encoder = spec, weights, enc
+
+    def query_encoder(self) -> Encoder:
+        """The encoder whose vectors answer queries: the active one once it has covered
+        the library, else the last one that had (so a model swap never blanks search)."""
+        active = self.encoder
+        raw = self._cat().get_meta("encoder.complete")
+        done = json.loads(raw) if raw else None
+        if done is None or done["id"] == active.id:
+            return active
+        if self._previous is None or self._previous.id != done["id"]:
+            self._previous = create_encoder(done["spec"], weights=done["weights"], device=self.device)
+        return self._previous
+
+    def _index(self, encoder_id: str, dim: int) -> AnnIndex:
+        idx = self._indexes.get(encoder_id)
+        if idx is None:
+            idx = AnnIndex(self.paths.index_dir / encoder_slug(encoder_id), dim)
+            idx.load()
+            self._indexes[encoder_id] = idx
+        return idx
+
+    # ---- libraries ----------------------------------------------------------------------
+    def roots(self) -> list[Root]:
+        return self._cat().roots()
+
+    def add_root(self, path: str | os.PathLike) -> Root:
+        folder = os.path.abspath(os.fspath(path))
+        if not os.path.isdir(folder):
+            raise LibraryError(f"{folder}: not a folder")
+        if not os.access(folder, os.R_OK | os.X_OK):
+            raise LibraryError(f"{folder}: permission denied")
+        try:
+            return self._write(lambda c: c.add_root(folder))
+        except CatalogError as exc:
+            raise LibraryError(str(exc)) from exc
+
+    def remove_root(self, path: str | os.PathLike) -> None:
+        root = self._cat().root_by_path(os.fspath(path))
+        if root is None:
+            raise LibraryError(f"{path}: not a library")
+        self._write(lambda c: c.remove_root(root.id))
+
+    def set_watch(self, path: str | os.PathLike, on: bool) -> None:
+        root = self._cat().root_by_path(os.fspath(path))
+        if root is None:
+            raise LibraryError(f"{path}: not a library")
+        self._write(lambda c: c.update_root(root.id, watch=int(on)))
+
+    # ---- indexing -----------------------------------------------------------------------
+    def index(
+        self,
+        progress: Callable[[Progress], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> IndexReport:
+        """Scan every root, encode what is new, rebuild the ANN index. Resumable: a run that
+        is cancelled or killed keeps every finished batch and continues where it stopped."""
+        started = time.monotonic()
+        report = self.scan(progress, cancel)
+        if not (cancel and cancel.is_set()):
+            self.encode_pending(progress, cancel, report)
+        if not (cancel and cancel.is_set()):
+            self.build_index(progress=progress, cancel=cancel)
+        report.cancelled = bool(cancel and cancel.is_set())
+        report.seconds = time.monotonic() - started
+        return report
+
+    def scan(
+        self,
+        progress: Callable[[Progress], None] | None = None,
+        cancel: threading.Event | None = None,
+        report: IndexReport | None = None,
+    ) -> IndexReport:
+        report = report or IndexReport()
+        for root in self._cat().roots():
+            if cancel and cancel.is_set():
+                break
+            if not os.path.isdir(root.path):
+                # An unmounted disk looks exactly like "everything deleted": never delete.
+                if root.online:
+                    log.warning("%s: library folder is missing; marked offline, photos kept", root.path)
+                    self._write(lambda c, r=root: c.update_root(r.id, online=0))
+                report.offline.append(root.path)
+                continue
+            if not root.online:
+                log.info("%s: library folder is back online", root.path)
+                self._write(lambda c, r=root: c.update_root(r.id, online=1))
+            self._scan_root(root, report, progress, cancel)
+        return report
+
+    def _scan_root(self, root: Root, report: IndexReport, progress: Callable | None, cancel: threading.Event | None) -> None:
+        if progress:
+            progress(Progress("scan", 0, 0, message=root.path))
+        result = plan(root.path, self._cat().file_states(root.id))
+        report.seen += result.seen
+        report.problems += len(result.problems)
+        self._write(lambda c: c.clear_problems_under(root.path))
+        for path, reason in result.problems:
+            self._write(lambda c, p=path, r=reason: c.record_problem(p, r))
+        self._hash_and_record(root, result.to_hash, report, progress, cancel)
+        if result.deleted and not (cancel and cancel.is_set()) and os.path.isdir(root.path):
+            report.removed += self._write(lambda c: c.remove_files(result.deleted))
+        if not (cancel and cancel.is_set()):
+            self._write(lambda c: c.update_root(root.id, scanned_at=time.time()))
+
+    def _hash_and_record(
+        self,
+        root: Root,
+        items: Sequence[tuple[str, int, float]],
+        report: IndexReport,
+        progress: Callable | None,
+        cancel: threading.Event | None,
+    ) -> None:
+        if not items:
+            return
+        started = time.monotonic()
+        pending: list[tuple[str, int, float, str]] = []
+
+        def flush() -> None:
+            if pending:
+                batch = list(pending)
+                report.new_photos += self._write(lambda c: c.record_files(root.id, batch))
+                pending.clear()
+
+        with cf.ThreadPoolExecutor(HASH_WORKERS, thread_name_prefix="lumen-hash") as pool:
+            for chunk_start in range(0, len(items), WRITE_CHUNK):
+                if cancel and cancel.is_set():
+                    break
+                chunk = items[chunk_start : chunk_start + WRITE_CHUNK]
+                for (path, size, mtime), result in zip(chunk, pool.map(_safe_hash, [p for p, _, _ in chunk]), strict=True):
+                    if isinstance(result, images.ImageError):
+                        if result.reason != "file vanished":
+                            self._write(lambda c, p=path, r=result.reason: c.record_problem(p, r))
+                        continue
+                    pending.append((path, size, mtime, result))
+                report.hashed += len(chunk)
+                flush()
+                if progress:
+                    done = min(chunk_start + len(chunk), len(items))
+                    rate = done / max(time.monotonic() - started, 1e-6)
+                    progress(Progress("hash", done, len(items), rate, (len(items) - done) / rate if rate else None))
+        flush()
+
+    def encode_pending(
+        self,
+        progress: Callable[[Progress], None] | None = None,
+        cancel: threading.Event | None = None,
+        report: IndexReport | None = None,
+    ) -> IndexReport:
+        """Decode and encode every live photo that has no vector for the active encoder."""
+        report = report or IndexReport()
+        encoder = self.encoder
+        eid = encoder.id
+        total = self._cat().count_to_encode(eid)
+        if total == 0:
+            self._mark_complete(eid)
+            return report
+        started = time.monotonic()
+        done = 0
+        after = 0
+        while not (cancel and cancel.is_set()):
+            todo = self._cat().photos_to_encode(eid, limit=ENCODE_BATCH * 8, after_id=after)
+            if not todo:
+                break
+            after = todo[-1][0]
+            decoded = images.iter_decoded([p for _, p in todo], size=DECODE_SIZE)
+            for batch in _batches(zip(todo, decoded, strict=True), ENCODE_BATCH):
+                if cancel and cancel.is_set():
+                    break
+                ok_ids, ok_images, metas, skipped = [], [], [], []
+                for (photo_id, path), (_, result) in batch:
+                    if isinstance(result, images.ImageError):
+                        skipped.append((photo_id, result.reason))
+                        log.info("skipped %s: %s", path, result.reason)
+                        continue
+                    ok_ids.append(photo_id)
+                    ok_images.append(result)
+                    metas.append(_meta_dict(path, result))
+                vectors = self._encode_images(ok_images) if ok_images else np.zeros((0, encoder.dim), np.float32)
+                rows = list(zip(ok_ids, vectors, metas, strict=True))
+                self._write(lambda c, r=rows, s=skipped: c.save_encoded(eid, r, s))
+                done += len(batch)
+                report.encoded += len(rows)
+                report.skipped += len(skipped)
+                if progress:
+                    elapsed = time.monotonic() - started
+                    rate = done / max(elapsed, 1e-6)
+                    progress(Progress("encode", done, total, rate, (total - done) / rate if rate else None))
+        report.encode_seconds += time.monotonic() - started
+        if not (cancel and cancel.is_set()) and self._cat().count_to_encode(eid) == 0:
+            self._mark_complete(eid)
+        return report
+
+    def _mark_complete(self, eid: str) -> None:
+        value = json.dumps({"id": eid, "spec": self.encoder_spec, "weights": self.weights})
+        if not self.readonly and self._cat().get_meta("encoder.complete") != value:
+            self._write(lambda c: c.set_meta("encoder.complete", value))
+
+    def _encode_images(self, imgs: Sequence[Any], encoder: Encoder | None = None) -> np.ndarray:
+        with self._encoder_lock:
+            return (encoder or self.encoder).encode_images(imgs)
+
+    def _encode_texts(self, texts: Sequence[str], encoder: Encoder | None = None) -> np.ndarray:
+        encoder = encoder or self.encoder
+        if not encoder.joint:
+            raise LibraryError(
+                f"the encoder {encoder.id} has no text tower joined to its images "
+                "(for bert_resnet: train projection heads with `lumen train-heads`); image search still works"
+            )
+        with self._encoder_lock:
+            return encoder.encode_texts(texts)
+
+    def build_index(
+        self,
+        encoder_id: str | None = None,
+        force: bool = False,
+        progress: Callable[[Progress], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> bool:
+        """Rebuild the ANN index from the catalog when it is stale. True if it rebuilt."""
+        eid = encoder_id or self.encoder.id
+        with self._build_lock:
+            cat = self._cat()
+            top = cat.max_vector_rowid(eid)
+            idx = self._index(eid, self.encoder.dim if eid == self.encoder.id else _dim_of(cat, eid))
+            if not force and idx.built_version == top and top > 0:
+                return False
+            ids, matrix, top = cat.vectors(eid)
+            if progress:
+                progress(Progress("index", 0, len(ids), message=f"building index of {len(ids)} vectors"))
+            if len(ids) == 0:
+                return False
+            idx.build(ids, matrix, version=top, cancel=cancel)
+            if progress:
+                progress(Progress("index", len(ids), len(ids)))
+            return True
+
+    def _index_stale(self, eid: str) -> bool:
+        idx = self._indexes.get(eid)
+        built = (idx.built_version or 0) if idx else 0
+        pending = self._cat().max_vector_rowid(eid) - built
+        return pending > max(1000, 0.05 * (idx.size if idx else 0))
+
+    # ---- watching -----------------------------------------------------------------------
+    def watch(
+        self,
+        stop: threading.Event,
+        on_batch: Callable[[list[Change], IndexReport], None] | None = None,
+        progress: Callable[[Progress], None] | None = None,
+        quiet_s: float = 0.5,
+    ) -> Watcher:
+        """Watch every online root until `stop` is set; each coalesced batch of changes is
+        applied, encoded and made searchable. Runs in the caller's thread."""
+        watcher = Watcher(quiet_s=quiet_s)
+        last_rescan = time.monotonic()
+        try:
+            for root in self._cat().roots():
+                if root.watch and root.online:
+                    watcher.watch(root.path)
+            while not stop.is_set():
+                changes = watcher.next_batch(timeout=0.2, stop=stop)
+                if watcher.degraded and time.monotonic() - last_rescan > RESCAN_INTERVAL_S:
+                    last_rescan = time.monotonic()
+                    self.index(progress=progress, cancel=stop)
+                if not changes:
+                    continue
+                report = self.apply_changes(changes, progress=progress, cancel=stop)
+                if on_batch:
+                    on_batch(changes, report)
+        finally:
+            watcher.stop()
+        return watcher
+
+    def apply_changes(
+        self,
+        changes: Iterable[Change],
+        progress: Callable[[Progress], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> IndexReport:
+        """Apply one coalesced batch from the watcher, then encode what it made new."""
+        report = IndexReport()
+        cat = self._cat()
+        upserts: dict[int, list[tuple[str, int, float]]] = {}
+        roots = {r.id: r for r in cat.roots()}
+        for change in changes:
+            root = cat.root_for(change.dest or change.path)
+            if root is None:
+                continue
+            if not os.path.isdir(root.path):
+                # The whole root vanished (unmount): mark offline, delete nothing.
+                if roots[root.id].online:
+                    self._write(lambda c, r=root: c.update_root(r.id, online=0))
+                    roots[root.id] = root
+                report.offline.append(root.path)
+                continue
+            if change.kind == "moved":
+                self._apply_move(change, upserts, report)
+            elif change.kind == "deleted":
+                if change.is_dir:
+                    report.removed += self._write(lambda c, p=change.path: c.remove_folder(p))
+                elif not os.path.exists(change.path):
+                    report.removed += self._write(lambda c, p=change.path: c.remove_files([p]))
+            elif change.is_dir:
+                self._upsert_tree(change.path, root, upserts)
+            else:
+                _stat_into(change.path, root.id, upserts)
+        for root_id, items in upserts.items():
+            self._hash_and_record(roots[root_id], items, report, progress, cancel)
+        self.encode_pending(progress, cancel, report)
+        if self._index_stale(self.encoder.id):
+            self.build_index(progress=progress, cancel=cancel)
+        return report
+
+    def _apply_move(self, change: Change, upserts: dict, report: IndexReport) -> None:
+        src, dest = change.path, change.dest or ""
+        dest_root = self._cat().root_for(dest)
+        if change.is_dir:
+            # Move every file below the folder by path prefix: ids, vectors, captions stay.
+            if dest_root is None:
+                report.removed += self._write(lambda c: c.remove_folder(src))
+                return
+            self._write(lambda c: c.remove_folder(src))  # orphans are "gone", not purged...
+            self._upsert_tree(dest, dest_root, upserts)  # ...and come back by hash: no re-encode
+            return
+        if dest_root is None or not images.is_image_path(dest):
+            report.removed += self._write(lambda c: c.remove_files([src]))
+            return
+        try:
+            st = os.stat(dest)
+        except OSError:
+            return
+        moved = self._write(lambda c: c.move_file(src, dest, dest_root.id, st.st_size, st.st_mtime))
+        if not moved:
+            upserts.setdefault(dest_root.id, []).append((dest, st.st_size, st.st_mtime))
+
+    def _upsert_tree(self, folder: str, root: Root, upserts: dict) -> None:
+        known = self._cat().file_states(root.id)
+        sub = plan(folder, {p: s for p, s in known.items() if p.startswith(folder.rstrip(os.sep) + os.sep)})
+        upserts.setdefault(root.id, []).extend(sub.to_hash)
+
+    # ---- search -------------------------------------------------------------------------
+    def encode_query(
+        self,
+        text: str | None = None,
+        image_paths: Sequence[str] = (),
+        weights: Sequence[float] | None = None,
+        encoder: Encoder | None = None,
+    ) -> np.ndarray:
+        """One unit vector for a combined query: weighted text terms and query images."""
+        encoder = encoder or self.encoder
+        terms = parse_query(text) if text else []
+        img_weights = list(weights) if weights is not None else [1.0] * len(image_paths)
+        terms += [Term(w, image=p) for p, w in zip(image_paths, img_weights, strict=True)]
+        if not terms:
+            raise LibraryError("empty query: type some words or drop a photo")
+        parts = []
+        texts = [t for t in terms if t.text is not None]
+        if texts:
+            vecs = self._encode_texts([t.text for t in texts], encoder)  # type: ignore[misc]
+            parts += [t.weight * v for t, v in zip(texts, vecs, strict=True)]
+        for term in (t for t in terms if t.image is not None):
+            parts.append(term.weight * self.image_vector(term.image, encoder))  # type: ignore[arg-type]
+        total = np.sum(parts, axis=0)
+        norm = float(np.linalg.norm(total))
+        if norm < 1e-9:
+            raise LibraryError("the query's terms cancel out")
+        return (total / norm).astype(np.float32)
+
+    def image_vector(self, path: str, encoder: Encoder | None = None) -> np.ndarray:
+        """The vector of any image file: the stored one if the file is in the library."""
+        encoder = encoder or self.encoder
+        eid = encoder.id
+        photo = self._cat().photo_by_path(path)
+        if photo is not None:
+            stored = self._cat().vector_of(photo.id, eid)
+            if stored is not None:
+                return stored
+        try:
+            image = images.load_for_encoding(path, DECODE_SIZE)
+        except images.ImageError as exc:
+            raise LibraryError(str(exc)) from exc
+        return self._encode_images([image], encoder)[0]
+
+    def search(
+        self,
+        text: str | None = None,
+        images_: Sequence[str] = (),
+        k: int = 20,
+        filters: Filters | None = None,
+        exact: bool = False,
+    ) -> list[Hit]:
+        """Text and/or image query -> top-k photos with cosine scores."""
+        encoder = self.query_encoder()
+        query = self.encode_query(text, images_, encoder=encoder)
+        return self.search_vectors(query[None, :], k, filters=filters, exact=exact, encoder_id=encoder.id)[0]
+
+    def similar(self, path_or_id: str | int, k: int = 20, filters: Filters | None = None) -> list[Hit]:
+        """Photos that look like this one (near-duplicates first); the photo itself excluded."""
+        encoder = self.query_encoder()
+        if isinstance(path_or_id, int):
+            vec = self._cat().vector_of(path_or_id, encoder.id)
+            if vec is None:
+                raise LibraryError(f"photo {path_or_id} has no vector for {encoder.id} yet")
+            own = path_or_id
+        else:
+            vec = self.image_vector(str(path_or_id), encoder)
+            photo = self._cat().photo_by_path(str(path_or_id))
+            own = photo.id if photo else None
+        hits = self.search_vectors(vec[None, :], k + 1, filters=filters, encoder_id=encoder.id)[0]
+        return [h for h in hits if h.photo_id != own][:k]
+
+    def search_vectors(
+        self,
+        queries: np.ndarray,
+        k: int,
+        filters: Filters | None = None,
+        exact: bool = False,
+        encoder_id: str | None = None,
+    ) -> list[list[Hit]]:
+        """The search path everything shares: ANN over the built index + exact over vectors
+        added since, re-ranked exactly, gone photos dropped, catalog rows attached."""
+        eid = encoder_id or self.encoder.id
+        cat = self._cat()
+        idx = self._index(eid, queries.shape[1])
+        if idx.built_version is not None and idx.built_version > cat.max_vector_rowid(eid):
+            idx.load()  # another process rebuilt it (the writer app while we are read-only)
+        extra_ids, extra_vecs, _ = cat.vectors(eid, since_rowid=idx.built_version or 0)
+        allowed = None
+        if filters is not None and not filters.empty():
+            root_id = None
+            if filters.root:
+                root = cat.root_by_path(filters.root)
+                if root is None:
+                    raise LibraryError(f"{filters.root}: not a library")
+                root_id = root.id
+            allowed = cat.filtered_ids(root_id, filters.folder, filters.date_from, filters.date_to, filters.exts)
+        want = k + 8  # a few spare for photos deleted since the build
+        raw = idx.search(
+            queries.astype(np.float32),
+            want,
+            extra_ids=extra_ids if len(extra_ids) else None,
+            extra_vectors=extra_vecs if len(extra_ids) else None,
+            allowed=allowed,
+            exact=exact,
+        )
+        wanted_ids = {pid for row in raw for pid, _ in row}
+        rows = cat.photos(sorted(wanted_ids))
+        return [[Hit(rows[pid], score) for pid, score in row if pid in rows][:k] for row in raw]
+
+    # ---- thumbnails ---------------------------------------------------------------------
+    def thumbnail(self, photo: Photo, size: int = 256) -> Path:
+        """A cached JPEG thumbnail (keyed by content hash and size; oriented). Safe from any
+        thread; raises LibraryError when the photo cannot be read (offline, corrupt)."""
+        target = self.paths.thumbs / photo.hash[:2] / f"{photo.hash}-{size}.jpg"
+        if target.exists():
+            return target
+        try:
+            image = images.make_thumbnail(photo.path, size)
+        except images.ImageError as exc:
+            raise LibraryError(str(exc)) from exc
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".{threading.get_ident()}.tmp")
+        image.save(tmp, "JPEG", quality=85)
+        os.replace(tmp, target)  # two threads making the same thumbnail: last one wins, both valid
+        return target
+
+    # ---- status -------------------------------------------------------------------------
+    def status(self, watcher: Watcher | None = None) -> LibraryStatus:
+        cat = self._cat()
+        roots = []
+        for root in cat.roots():
+            if not root.watch:
+                watching = "off"
+            elif watcher and root.path in watcher.degraded:
+                watching = watcher.degraded[root.path]
+            else:
+                watching = "on"
+            roots.append(RootStatus(root, cat.counts(root.id), watching))
+        encoder_id: str | None
+        try:
+            encoder_id = self.encoder.id
+        except EncoderError as exc:
+            encoder_id = None
+            log.warning("encoder %s unavailable: %s", self.encoder_spec, exc)
+        idx = self._index(encoder_id, self.encoder.dim) if encoder_id else None
+        return LibraryStatus(
+            home=str(self.paths.home),
+            encoder=self.encoder_spec,
+            encoder_id=encoder_id,
+            readonly=self.readonly,
+            roots=roots,
+            vectors=cat.encoders_with_vectors(),
+            to_encode=cat.count_to_encode(encoder_id) if encoder_id else None,
+            index_size=idx.size if idx else 0,
+            index_built_at=idx.built_at if idx else None,
+            skipped=cat.skipped(),
+        )
+
+
+def _safe_hash(path: str) -> str | images.ImageError:
+    try:
+        return images.content_hash(path)
+    except images.ImageError as exc:
+        return exc
+    except OSError as exc:
+        return images.ImageError(path, exc.strerror or str(exc))
+
+
+def _stat_into(path: str, root_id: int, upserts: dict) -> None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return  # vanished already; its delete event follows
+    upserts.setdefault(root_id, []).append((path, st.st_size, st.st_mtime))
+
+
+def _meta_dict(path: str, image: Any) -> dict[str, object]:
+    try:
+        meta = images.read_meta(path)
+    except images.ImageError:
+        return {"width": image.width, "height": image.height}
+    return {"width": meta.width, "height": meta.height, "format": meta.format,
+            "taken_at": meta.taken_at, "camera": meta.camera}
+
+
+def _batches(items: Iterable[T], size: int) -> Iterable[list[T]]:
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _dim_of(cat: Catalog, encoder_id: str) -> int:
+    row = cat.conn.execute("SELECT LENGTH(vector) FROM vectors WHERE encoder=? LIMIT 1", (encoder_id,)).fetchone()
+    return row[0] // 4 if row else 0
+
+
+__all__ = [
+    "Filters", "Hit", "IndexReport", "Library", "LibraryError", "LibraryStatus", "Progress",
+    "ReadOnlyError", "Term", "parse_query", "Path",
+]

@@ -1,0 +1,233 @@
+"""Finding out what changed on disk: a stat-first reconcile walk, and a watchdog watcher.
+
+Neither writes to the catalog. They produce plans and `Change`s; library.py applies them
+on the writer thread. The walk only stats; hashing happens later and only for paths whose
+size or mtime differ from what the catalog remembers.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import queue
+import stat
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from desktop.catalog import FileState
+from desktop.images import is_image_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One thing the watcher saw. kind: created | modified | deleted | moved."""
+
+    kind: str
+    path: str
+    dest: str | None = None
+    is_dir: bool = False
+
+
+@dataclass
+class ScanPlan:
+    """The difference between a folder tree and the catalog's memory of it."""
+
+    root: str
+    to_hash: list[tuple[str, int, float]] = field(default_factory=list)  # new or changed: (path, size, mtime)
+    deleted: list[str] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    unchanged: int = 0
+    seen: int = 0
+
+
+def walk(root: str) -> Iterator[tuple[str, int, float] | tuple[str, str]]:
+    """Yield (path, size, mtime) for image files under root, and (path, reason) for
+    folders or files that cannot be read. Symlinked folders are followed once (a loop
+    is reported, not walked forever)."""
+    visited: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            st = os.stat(folder)
+        except OSError as exc:
+            yield folder, f"cannot open folder: {exc.strerror or exc}"
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in visited:
+            yield folder, "symlink loop: folder already visited"
+            continue
+        visited.add(key)
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            yield folder, f"cannot list folder: {exc.strerror or exc}"
+            continue
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):
+                continue  # hidden files and folders: .thumbnails, .git, ._AppleDouble
+            try:
+                if entry.is_dir():  # follows symlinks; loops are caught by `visited`
+                    stack.append(entry.path)
+                    continue
+                if not is_image_path(name):
+                    continue
+                st = entry.stat()
+            except OSError as exc:
+                yield entry.path, f"cannot stat: {exc.strerror or exc}"
+                continue
+            if stat.S_ISREG(st.st_mode):
+                yield entry.path, st.st_size, st.st_mtime
+
+
+def plan(root: str, known: Mapping[str, FileState]) -> ScanPlan:
+    """Walk a root and compare with the catalog. Unchanged files cost one stat."""
+    result = ScanPlan(root)
+    present: set[str] = set()
+    for item in walk(root):
+        if len(item) == 2:
+            result.problems.append(item)  # type: ignore[arg-type]
+            continue
+        path, size, mtime = item  # type: ignore[misc]
+        present.add(path)
+        result.seen += 1
+        state = known.get(path)
+        if state is not None and state.size == size and state.mtime == mtime and state.photo_id is not None:
+            result.unchanged += 1
+        else:
+            result.to_hash.append((path, size, mtime))
+    unreadable = {p for p, _ in result.problems}
+    for path in known:
+        if path not in present and path not in unreadable and not _under_any(path, unreadable):
+            result.deleted.append(path)
+    return result
+
+
+def _under_any(path: str, folders: set[str]) -> bool:
+    # A folder we could not list is not evidence that its files were deleted.
+    return any(path.startswith(f.rstrip(os.sep) + os.sep) for f in folders)
+
+
+class Watcher:
+    """Watches library roots with watchdog and hands out coalesced batches of Changes.
+
+    The observer thread only queues. `batches()` is consumed by the writer side: it waits
+    for the first change, then keeps collecting until the folder is quiet for `quiet_s`
+    (or `max_batch` changes), so a burst of 10 000 copied files becomes a few batches.
+    If the OS refuses more watches (inotify limit), `degraded` says why and the library
+    falls back to periodic rescans.
+    """
+
+    def __init__(self, quiet_s: float = 0.5, max_batch: int = 5000, max_wait_s: float = 5.0) -> None:
+        from watchdog.observers import Observer
+
+        self.quiet_s = quiet_s
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self._queue: queue.Queue[Change] = queue.Queue()
+        self._observer = Observer()
+        self._observer.daemon = True
+        self._watches: dict[str, object] = {}
+        self.degraded: dict[str, str] = {}  # root -> reason watching failed
+        self._started = False
+
+    def watch(self, root: str) -> bool:
+        """Start watching a root. False (and `degraded[root]`) when the OS refuses."""
+        from watchdog.events import FileSystemEventHandler
+
+        watcher = self
+
+        class _Handler(FileSystemEventHandler):
+            def on_any_event(self, event) -> None:  # noqa: ANN001 - watchdog's type
+                watcher._on_event(event)
+
+        if root in self._watches:
+            return True
+        try:
+            self._watches[root] = self._observer.schedule(_Handler(), root, recursive=True)
+            if not self._started:
+                self._observer.start()
+                self._started = True
+        except OSError as exc:
+            reason = (
+                "the system's limit on watched folders is reached (raise fs.inotify.max_user_watches); "
+                "Lumen rescans this library periodically instead"
+                if exc.errno in (errno.ENOSPC, errno.EMFILE)
+                else f"cannot watch: {exc.strerror or exc}; Lumen rescans this library periodically instead"
+            )
+            log.warning("%s: %s", root, reason)
+            self.degraded[root] = reason
+            self._watches.pop(root, None)
+            return False
+        self.degraded.pop(root, None)
+        return True
+
+    def unwatch(self, root: str) -> None:
+        handle = self._watches.pop(root, None)
+        if handle is not None:
+            try:
+                self._observer.unschedule(handle)
+            except (KeyError, OSError):
+                pass  # the root vanished; the observer already dropped it
+
+    def _on_event(self, event) -> None:  # noqa: ANN001
+        kind = event.event_type
+        if kind in ("opened", "closed_no_write"):
+            return
+        if kind == "closed":  # a file finished being written: treat as modified
+            kind = "modified"
+        src = os.fsdecode(event.src_path)
+        dest = os.fsdecode(event.dest_path) if getattr(event, "dest_path", "") else None
+        if not event.is_directory and not (is_image_path(src) or (dest and is_image_path(dest))):
+            return
+        if event.is_directory and kind == "modified":
+            return  # a folder's mtime changes with every file in it: nothing to do
+        self._queue.put(Change(kind, src, dest, event.is_directory))
+
+    def put(self, change: Change) -> None:
+        """Queue a change by hand (tests, the periodic rescan)."""
+        self._queue.put(change)
+
+    def next_batch(self, timeout: float | None = None, stop: threading.Event | None = None) -> list[Change]:
+        """Block up to `timeout` for a change, then coalesce until quiet. [] on timeout."""
+        try:
+            first = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return []
+        batch = [first]
+        started = time.monotonic()
+        while len(batch) < self.max_batch and time.monotonic() - started < self.max_wait_s:
+            if stop is not None and stop.is_set():
+                break
+            try:
+                batch.append(self._queue.get(timeout=self.quiet_s))
+            except queue.Empty:
+                break
+        return coalesce(batch)
+
+    def stop(self) -> None:
+        if self._started:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+            self._started = False
+
+
+def coalesce(changes: list[Change]) -> list[Change]:
+    """Keep the last word per path: create+modify+modify -> one upsert, create+delete -> delete."""
+    last: dict[tuple[str, bool], Change] = {}
+    for change in changes:
+        key = (change.path, change.is_dir)
+        if change.kind == "moved":
+            last.pop(key, None)
+            last[(change.path, change.is_dir, "move")] = change  # type: ignore[index]
+        else:
+            last.pop(key, None)  # keep insertion order = order of the last event
+            last[key] = change
+    return list(last.values())
+
