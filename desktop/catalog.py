@@ -101,8 +101,18 @@ def _m1(db: sqlite_utils.Database) -> None:
     db["libraries"].create_index(["root"], unique=True)
     db["photos"].create(
         {
-            "id": int, "hash": str, "size": int, "width": int, "height": int, "format": str,
-            "taken_at": str, "camera": str, "status": str, "reason": str, "added_at": float, "gone_at": float,
+            "id": int,
+            "hash": str,
+            "size": int,
+            "width": int,
+            "height": int,
+            "format": str,
+            "taken_at": str,
+            "camera": str,
+            "status": str,
+            "reason": str,
+            "added_at": float,
+            "gone_at": float,
         },
         pk="id",
         not_null={"hash", "status"},
@@ -111,8 +121,17 @@ def _m1(db: sqlite_utils.Database) -> None:
     db["photos"].create_index(["hash"], unique=True)
     db["photos"].create_index(["status"])
     db["files"].create(
-        {"id": int, "path": str, "library_id": int, "photo_id": int, "size": int, "mtime": float,
-         "folder": str, "ext": str, "reason": str},
+        {
+            "id": int,
+            "path": str,
+            "library_id": int,
+            "photo_id": int,
+            "size": int,
+            "mtime": float,
+            "folder": str,
+            "ext": str,
+            "reason": str,
+        },
         pk="id",
         not_null={"path", "library_id"},
         foreign_keys=[("library_id", "libraries", "id"), ("photo_id", "photos", "id")],
@@ -173,7 +192,9 @@ class Catalog:
         else:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise CatalogError(f"{self.path}: catalog schema v{version} is newer than this Lumen (v{SCHEMA_VERSION})")
+                raise CatalogError(
+                    f"{self.path}: catalog schema v{version} is newer than this Lumen (v{SCHEMA_VERSION})"
+                )
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -279,7 +300,9 @@ class Catalog:
                 row = self.conn.execute("SELECT id FROM photos WHERE hash=?", (digest,)).fetchone()
                 if row:
                     photo_id = row[0]
-                    self.conn.execute("UPDATE photos SET gone_at=NULL WHERE id=? AND gone_at IS NOT NULL", (photo_id,))
+                    self.conn.execute(
+                        "UPDATE photos SET gone_at=NULL WHERE id=? AND gone_at IS NOT NULL", (photo_id,)
+                    )
                 else:
                     photo_id = self.conn.execute(
                         "INSERT INTO photos(hash, size, status, added_at) VALUES (?, ?, 'new', ?)",
@@ -291,7 +314,15 @@ class Catalog:
                     "VALUES (?, ?, ?, ?, ?, ?, ?, NULL) ON CONFLICT(path) DO UPDATE SET "
                     "library_id=excluded.library_id, photo_id=excluded.photo_id, size=excluded.size, "
                     "mtime=excluded.mtime, reason=NULL",
-                    (path, root_id, photo_id, size, mtime, os.path.dirname(path), os.path.splitext(path)[1].lower()),
+                    (
+                        path,
+                        root_id,
+                        photo_id,
+                        size,
+                        mtime,
+                        os.path.dirname(path),
+                        os.path.splitext(path)[1].lower(),
+                    ),
                 )
                 self.conn.execute("DELETE FROM problems WHERE path=?", (path,))
             self._mark_orphans_gone()
@@ -301,7 +332,8 @@ class Catalog:
         """A folder or file that could not be read at all (not even hashed)."""
         with self.conn:
             self.conn.execute(
-                "INSERT OR REPLACE INTO problems(path, reason, at) VALUES (?, ?, ?)", (path, reason, time.time())
+                "INSERT OR REPLACE INTO problems(path, reason, at) VALUES (?, ?, ?)",
+                (path, reason, time.time()),
             )
 
     def clear_problems_under(self, folder: str) -> None:
@@ -349,7 +381,12 @@ class Catalog:
         """Delete photos (and their vectors, captions, tags) gone for longer than the grace."""
         cutoff = time.time() - older_than
         with self.conn:
-            ids = [r[0] for r in self.conn.execute("SELECT id FROM photos WHERE gone_at IS NOT NULL AND gone_at<=?", (cutoff,))]
+            ids = [
+                r[0]
+                for r in self.conn.execute(
+                    "SELECT id FROM photos WHERE gone_at IS NOT NULL AND gone_at<=?", (cutoff,)
+                )
+            ]
             for chunk in _chunks(ids, 500):
                 for table in ("vectors", "captions", "tags"):
                     self.conn.execute(f"DELETE FROM {table} WHERE photo_id IN ({_qs(chunk)})", chunk)
@@ -390,15 +427,23 @@ class Catalog:
                 self.conn.execute(
                     "UPDATE photos SET status='ok', reason=NULL, width=?, height=?, format=?, taken_at=?, camera=? "
                     "WHERE id=?",
-                    (meta.get("width"), meta.get("height"), meta.get("format"), meta.get("taken_at"),
-                     meta.get("camera"), photo_id),
+                    (
+                        meta.get("width"),
+                        meta.get("height"),
+                        meta.get("format"),
+                        meta.get("taken_at"),
+                        meta.get("camera"),
+                        photo_id,
+                    ),
                 )
                 self.conn.execute(
                     "INSERT OR REPLACE INTO vectors(photo_id, encoder, vector) VALUES (?, ?, ?)",
                     (photo_id, encoder, np.asarray(vector, np.float32).tobytes()),
                 )
             for photo_id, reason in skipped:
-                self.conn.execute("UPDATE photos SET status='skipped', reason=? WHERE id=?", (reason, photo_id))
+                self.conn.execute(
+                    "UPDATE photos SET status='skipped', reason=? WHERE id=?", (reason, photo_id)
+                )
 
     def vectors(self, encoder: str, since_rowid: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
         """(photo ids, (n, dim) matrix, max rowid) of live photos' vectors for an encoder."""
@@ -414,10 +459,14 @@ class Catalog:
         return ids, matrix, rows[-1][0]
 
     def max_vector_rowid(self, encoder: str) -> int:
-        return self.conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM vectors WHERE encoder=?", (encoder,)).fetchone()[0]
+        return self.conn.execute(
+            "SELECT COALESCE(MAX(rowid), 0) FROM vectors WHERE encoder=?", (encoder,)
+        ).fetchone()[0]
 
     def vector_of(self, photo_id: int, encoder: str) -> np.ndarray | None:
-        row = self.conn.execute("SELECT vector FROM vectors WHERE photo_id=? AND encoder=?", (photo_id, encoder)).fetchone()
+        row = self.conn.execute(
+            "SELECT vector FROM vectors WHERE photo_id=? AND encoder=?", (photo_id, encoder)
+        ).fetchone()
         return np.frombuffer(row[0], np.float32).copy() if row else None
 
     def encoders_with_vectors(self) -> dict[str, int]:
@@ -452,7 +501,10 @@ class Catalog:
         return _photo(row) if row else None
 
     def paths_of(self, photo_id: int) -> list[str]:
-        return [r[0] for r in self.conn.execute("SELECT path FROM files WHERE photo_id=? ORDER BY id", (photo_id,))]
+        return [
+            r[0]
+            for r in self.conn.execute("SELECT path FROM files WHERE photo_id=? ORDER BY id", (photo_id,))
+        ]
 
     def filtered_ids(
         self,
@@ -482,7 +534,8 @@ class Catalog:
             where.append(f"f.ext IN ({_qs(norm)})")
             args += norm
         rows = self.conn.execute(
-            "SELECT DISTINCT p.id FROM photos p JOIN files f ON f.photo_id=p.id WHERE " + " AND ".join(where), args
+            "SELECT DISTINCT p.id FROM photos p JOIN files f ON f.photo_id=p.id WHERE " + " AND ".join(where),
+            args,
         ).fetchall()
         return np.array(sorted(r[0] for r in rows), np.int64)
 
@@ -505,11 +558,18 @@ class Catalog:
             args,
         ).fetchall()
         by = dict(rows)
-        return {"files": files, "photos": sum(by.values()), "ok": by.get("ok", 0),
-                "skipped": by.get("skipped", 0), "new": by.get("new", 0)}
+        return {
+            "files": files,
+            "photos": sum(by.values()),
+            "ok": by.get("ok", 0),
+            "skipped": by.get("skipped", 0),
+            "new": by.get("new", 0),
+        }
 
     # ---- captions and tags (machine and user) --------------------------------------------
-    def set_caption(self, photo_id: int, source: str, text: str, score: float | None = None, edited: bool = False) -> None:
+    def set_caption(
+        self, photo_id: int, source: str, text: str, score: float | None = None, edited: bool = False
+    ) -> None:
         """Store a caption under its source. A user's own words go under source "user" with
         edited=True; machines write under their own source, so they can never replace them."""
         with self.conn:
@@ -534,9 +594,12 @@ class Catalog:
             )
 
     def tags(self, photo_id: int) -> list[tuple[str, str, float | None]]:
-        return [tuple(r) for r in self.conn.execute(
-            "SELECT tag, source, score FROM tags WHERE photo_id=? ORDER BY score DESC", (photo_id,)
-        )]
+        return [
+            tuple(r)
+            for r in self.conn.execute(
+                "SELECT tag, source, score FROM tags WHERE photo_id=? ORDER BY score DESC", (photo_id,)
+            )
+        ]
 
 
 def _photo(r: Sequence) -> Photo:

@@ -24,14 +24,24 @@ from desktop.library import Filters, Hit, Library, LibraryError, Progress
 log = logging.getLogger("lumen")
 
 SUBCOMMANDS = {
-    "add", "remove", "index", "search", "similar", "status", "encoders",
-    "train-heads", "eval", "eval-duplicates",
+    "add",
+    "remove",
+    "index",
+    "search",
+    "similar",
+    "status",
+    "encoders",
+    "train-heads",
+    "eval",
+    "eval-duplicates",
 }
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--home", help="data dir (default: $LUMEN_HOME or the platform's user data dir)")
-    p.add_argument("--encoder", help="encoder spec, e.g. clip, clip:ViT-B-32:laion2b_s34b_b79k, bert_resnet, colors")
+    p.add_argument(
+        "--encoder", help="encoder spec, e.g. clip, clip:ViT-B-32:laion2b_s34b_b79k, bert_resnet, colors"
+    )
     p.add_argument("--weights", help="local weights file or folder for the encoder")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("-v", "--verbose", action="count", default=0)
@@ -59,8 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("search", help="find photos by text and/or example images")
-    p.add_argument("text", nargs="?", default=None, help='e.g. "a dog on the beach", "2:dog + beach - people", "cat -dog"')
-    p.add_argument("--image", action="append", default=[], metavar="PATH", help="an example image (repeatable)")
+    p.add_argument(
+        "text",
+        nargs="?",
+        default=None,
+        help='e.g. "a dog on the beach", "2:dog + beach - people", "cat -dog"',
+    )
+    p.add_argument(
+        "--image", action="append", default=[], metavar="PATH", help="an example image (repeatable)"
+    )
     _search_opts(p)
     _common(p)
 
@@ -74,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skipped", type=int, default=20, metavar="N", help="list up to N skipped files")
     _common(p)
 
-    p = sub.add_parser("encoders", help="installed encoders and captioners, and whether their weights are here")
+    p = sub.add_parser(
+        "encoders", help="installed encoders and captioners, and whether their weights are here"
+    )
     p.add_argument("--json", action="store_true")
     _common(p)
 
@@ -90,7 +109,9 @@ def _search_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folder", help="only below this folder")
     p.add_argument("--from", dest="date_from", help="taken on or after (YYYY-MM-DD)")
     p.add_argument("--to", dest="date_to", help="taken on or before (YYYY-MM-DD)")
-    p.add_argument("--type", dest="exts", action="append", default=[], help="file type, e.g. jpg, heic (repeatable)")
+    p.add_argument(
+        "--type", dest="exts", action="append", default=[], help="file type, e.g. jpg, heic (repeatable)"
+    )
 
 
 def _add_plugin_commands(sub: argparse._SubParsersAction) -> None:
@@ -141,7 +162,11 @@ class ProgressLine:
 
 def _dur(seconds: float) -> str:
     seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+        if seconds >= 3600
+        else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
 
 
 def cmd_add(args: argparse.Namespace) -> int:
@@ -201,8 +226,21 @@ def _filters(args: argparse.Namespace) -> Filters:
 
 def _print_hits(hits: Sequence[Hit], as_json: bool) -> None:
     if as_json:
-        print(json.dumps([{"path": h.path, "score": round(h.score, 5), "id": h.photo_id,
-                           "taken_at": h.photo.taken_at, "online": h.photo.online} for h in hits], indent=1))
+        print(
+            json.dumps(
+                [
+                    {
+                        "path": h.path,
+                        "score": round(h.score, 5),
+                        "id": h.photo_id,
+                        "taken_at": h.photo.taken_at,
+                        "online": h.photo.online,
+                    }
+                    for h in hits
+                ],
+                indent=1,
+            )
+        )
         return
     for h in hits:
         print(f"{h.score:.3f}  {h.path}")
@@ -234,7 +272,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     print(f"data dir   {st.home}{'  (read-only: another Lumen is writing)' if st.readonly else ''}")
     print(f"encoder    {st.encoder_id or st.encoder + ' (not available: see lumen encoders)'}")
-    age = f", built {datetime.fromtimestamp(st.index_built_at):%Y-%m-%d %H:%M}" if st.index_built_at else ", not built"
+    age = (
+        f", built {datetime.fromtimestamp(st.index_built_at):%Y-%m-%d %H:%M}"
+        if st.index_built_at
+        else ", not built"
+    )
     print(f"index      {st.index_size} vectors{age}; {st.to_encode} photos waiting to be encoded")
     for enc, n in st.vectors.items():
         print(f"vectors    {n:7d}  {enc}")
@@ -242,7 +284,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         c = rs.counts
         state = "online" if rs.root.online else "OFFLINE (folder missing; photos kept)"
         print(f"library    {rs.root.path}  [{state}, watch {rs.watching}]")
-        print(f"           {c['files']} files, {c['photos']} photos: {c['ok']} indexed, {c['new']} new, {c['skipped']} skipped")
+        print(
+            f"           {c['files']} files, {c['photos']} photos: {c['ok']} indexed, {c['new']} new, {c['skipped']} skipped"
+        )
     if st.skipped:
         print(f"skipped    {len(st.skipped)} files:")
         for s in st.skipped[: args.skipped]:
@@ -262,24 +306,42 @@ def cmd_encoders(args: argparse.Namespace) -> int:
             except Exception as exc:  # noqa: BLE001 - a broken third-party plugin must not hide the others
                 models, default, error = [], None, f"{type(exc).__name__}: {exc}"
                 log.warning("plugin %s failed to load: %s", entry.name, error)
-            rows.append({"group": group, "name": entry.name, "module": entry.value,
-                         "distribution": entry.distribution, "default": default, "models": models, "error": error})
+            rows.append(
+                {
+                    "group": group,
+                    "name": entry.name,
+                    "module": entry.value,
+                    "distribution": entry.distribution,
+                    "default": default,
+                    "models": models,
+                    "error": error,
+                }
+            )
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
     for row in rows:
         kind = "encoder" if row["group"] == ENCODER_GROUP else "captioner"
-        print(f"{kind} {row['name']}  ({row['module']}, from {row['distribution']}); default {row['default']}")
+        print(
+            f"{kind} {row['name']}  ({row['module']}, from {row['distribution']}); default {row['default']}"
+        )
         if row["error"]:
             print(f"    cannot load: {row['error']}")
         for m in row["models"]:
-            print(f"    {'[here]' if m['available'] else '[    ]'} {m['spec']:50s} {m['description']}  ({m['where']})")
+            print(
+                f"    {'[here]' if m['available'] else '[    ]'} {m['spec']:50s} {m['description']}  ({m['where']})"
+            )
     return 0
 
 
 COMMANDS = {
-    "add": cmd_add, "remove": cmd_remove, "index": cmd_index, "search": cmd_search,
-    "similar": cmd_similar, "status": cmd_status, "encoders": cmd_encoders,
+    "add": cmd_add,
+    "remove": cmd_remove,
+    "index": cmd_index,
+    "search": cmd_search,
+    "similar": cmd_similar,
+    "status": cmd_status,
+    "encoders": cmd_encoders,
 }
 
 
@@ -299,7 +361,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose or not sys.stderr.isatty() else logging.WARNING,
+        level=logging.DEBUG
+        if args.verbose > 1
+        else logging.INFO
+        if args.verbose or not sys.stderr.isatty()
+        else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     handler = COMMANDS.get(args.command) or getattr(args, "handler", None)

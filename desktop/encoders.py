@@ -116,7 +116,7 @@ def installed(group: str = ENCODER_GROUP) -> list[PluginEntry]:
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:
-    """"clip:ViT-B-32:openai" -> ("clip", "ViT-B-32:openai"); "clip" -> ("clip", None)."""
+    """ "clip:ViT-B-32:openai" -> ("clip", "ViT-B-32:openai"); "clip" -> ("clip", None)."""
     name, _, model = spec.partition(":")
     return name, (model or None)
 

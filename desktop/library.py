@@ -16,9 +16,8 @@ import logging
 import os
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,17 +28,12 @@ from desktop import images
 from desktop.catalog import Catalog, CatalogError, Photo, Root, Skipped
 from desktop.encoders import Encoder, EncoderError, create_encoder
 from desktop.index import AnnIndex
-from desktop.scanner import Change, Watcher, plan
+from desktop.indexer import DECODE_SIZE, Indexer, IndexReport, Progress
+from desktop.scanner import Change, Watcher
 from desktop.settings import DEFAULT_ENCODER, Paths, encoder_slug, paths
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-ENCODE_BATCH = 32
-DECODE_SIZE = 256  # encoders look at ~224 px; JPEGs are draft-decoded to about this
-HASH_WORKERS = 4
-WRITE_CHUNK = 500
-RESCAN_INTERVAL_S = 300.0  # roots whose watcher failed are rescanned this often
 
 
 class LibraryError(RuntimeError):
@@ -62,35 +56,6 @@ class Hit:
     @property
     def path(self) -> str:
         return self.photo.path
-
-
-@dataclass(frozen=True)
-class Progress:
-    stage: str  # scan | hash | encode | index
-    done: int
-    total: int
-    rate: float = 0.0  # items per second
-    eta_s: float | None = None
-    message: str = ""
-
-
-@dataclass
-class IndexReport:
-    seen: int = 0
-    hashed: int = 0
-    new_photos: int = 0
-    removed: int = 0
-    encoded: int = 0
-    skipped: int = 0
-    problems: int = 0
-    seconds: float = 0.0
-    encode_seconds: float = 0.0
-    cancelled: bool = False
-    offline: list[str] = field(default_factory=list)
-
-    @property
-    def images_per_s(self) -> float:
-        return self.encoded / self.encode_seconds if self.encode_seconds > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -145,9 +110,8 @@ def parse_query(query: str) -> list[Term]:
     parts = re.split(r"\s+([+-])\s+", " " + query.strip() + " ")
     signs = ["+"] + parts[1::2]
     for sign, part in zip(signs, parts[0::2], strict=True):
-        words, negatives = [], []
-        for word in part.split():
-            (negatives if word.startswith("-") and len(word) > 1 else words).append(word.lstrip("-") if word.startswith("-") and len(word) > 1 else word)
+        words = [w for w in part.split() if not (w.startswith("-") and len(w) > 1)]
+        negatives = [w[1:] for w in part.split() if w.startswith("-") and len(w) > 1]
         m = _TERM_RE.match(" ".join(words))
         weight = float(m.group(1)) if m and m.group(1) else 1.0
         text = m.group(2) if m else ""
@@ -192,17 +156,25 @@ class Library:
         self._readers_lock = threading.Lock()
         self._encoder_lock = threading.Lock()  # a query waits at most one indexing batch
         self._build_lock = threading.Lock()
+        self.indexer = Indexer(self)
         self._indexes: dict[str, AnnIndex] = {}
         if not self.readonly:
             self._write(lambda c: None)  # creates / migrates the catalog on the writer thread
         cat = self._cat()
         self.encoder_spec = encoder or cat.get_meta("encoder.spec") or DEFAULT_ENCODER
-        self.weights = weights if weights is not None else (None if encoder else cat.get_meta("encoder.weights"))
+        self.weights = (
+            weights if weights is not None else (None if encoder else cat.get_meta("encoder.weights"))
+        )
         self.device = device
         self._encoder: Encoder | None = None
         self._previous: Encoder | None = None  # answers queries while a new encoder catches up
         if not self.readonly and (encoder or weights):
-            self._write(lambda c: (c.set_meta("encoder.spec", self.encoder_spec), c.set_meta("encoder.weights", self.weights)))
+            self._write(
+                lambda c: (
+                    c.set_meta("encoder.spec", self.encoder_spec),
+                    c.set_meta("encoder.weights", self.weights),
+                )
+            )
 
     @classmethod
     def open(cls, home: str | os.PathLike | None = None, **kwargs: Any) -> Library:
@@ -324,154 +296,49 @@ class Library:
             raise LibraryError(f"{path}: not a library")
         self._write(lambda c: c.update_root(root.id, watch=int(on)))
 
-    # ---- indexing -----------------------------------------------------------------------
+    # ---- indexing (desktop/indexer.py does the work) -----------------------------------
     def index(
-        self,
-        progress: Callable[[Progress], None] | None = None,
-        cancel: threading.Event | None = None,
+        self, progress: Callable[[Progress], None] | None = None, cancel: threading.Event | None = None
     ) -> IndexReport:
-        """Scan every root, encode what is new, rebuild the ANN index. Resumable: a run that
-        is cancelled or killed keeps every finished batch and continues where it stopped."""
-        started = time.monotonic()
-        report = self.scan(progress, cancel)
-        if not (cancel and cancel.is_set()):
-            self.encode_pending(progress, cancel, report)
-        if not (cancel and cancel.is_set()):
-            self.build_index(progress=progress, cancel=cancel)
-        report.cancelled = bool(cancel and cancel.is_set())
-        report.seconds = time.monotonic() - started
-        return report
+        """Scan every root, encode what is new, rebuild the ANN index. Resumable."""
+        return self.indexer.index(progress, cancel)
 
     def scan(
-        self,
-        progress: Callable[[Progress], None] | None = None,
-        cancel: threading.Event | None = None,
-        report: IndexReport | None = None,
+        self, progress: Callable[[Progress], None] | None = None, cancel: threading.Event | None = None
     ) -> IndexReport:
-        report = report or IndexReport()
-        for root in self._cat().roots():
-            if cancel and cancel.is_set():
-                break
-            if not os.path.isdir(root.path):
-                # An unmounted disk looks exactly like "everything deleted": never delete.
-                if root.online:
-                    log.warning("%s: library folder is missing; marked offline, photos kept", root.path)
-                    self._write(lambda c, r=root: c.update_root(r.id, online=0))
-                report.offline.append(root.path)
-                continue
-            if not root.online:
-                log.info("%s: library folder is back online", root.path)
-                self._write(lambda c, r=root: c.update_root(r.id, online=1))
-            self._scan_root(root, report, progress, cancel)
-        return report
-
-    def _scan_root(self, root: Root, report: IndexReport, progress: Callable | None, cancel: threading.Event | None) -> None:
-        if progress:
-            progress(Progress("scan", 0, 0, message=root.path))
-        result = plan(root.path, self._cat().file_states(root.id))
-        report.seen += result.seen
-        report.problems += len(result.problems)
-        self._write(lambda c: c.clear_problems_under(root.path))
-        for path, reason in result.problems:
-            self._write(lambda c, p=path, r=reason: c.record_problem(p, r))
-        self._hash_and_record(root, result.to_hash, report, progress, cancel)
-        if result.deleted and not (cancel and cancel.is_set()) and os.path.isdir(root.path):
-            report.removed += self._write(lambda c: c.remove_files(result.deleted))
-        if not (cancel and cancel.is_set()):
-            self._write(lambda c: c.update_root(root.id, scanned_at=time.time()))
-
-    def _hash_and_record(
-        self,
-        root: Root,
-        items: Sequence[tuple[str, int, float]],
-        report: IndexReport,
-        progress: Callable | None,
-        cancel: threading.Event | None,
-    ) -> None:
-        if not items:
-            return
-        started = time.monotonic()
-        pending: list[tuple[str, int, float, str]] = []
-
-        def flush() -> None:
-            if pending:
-                batch = list(pending)
-                report.new_photos += self._write(lambda c: c.record_files(root.id, batch))
-                pending.clear()
-
-        with cf.ThreadPoolExecutor(HASH_WORKERS, thread_name_prefix="lumen-hash") as pool:
-            for chunk_start in range(0, len(items), WRITE_CHUNK):
-                if cancel and cancel.is_set():
-                    break
-                chunk = items[chunk_start : chunk_start + WRITE_CHUNK]
-                for (path, size, mtime), result in zip(chunk, pool.map(_safe_hash, [p for p, _, _ in chunk]), strict=True):
-                    if isinstance(result, images.ImageError):
-                        if result.reason != "file vanished":
-                            self._write(lambda c, p=path, r=result.reason: c.record_problem(p, r))
-                        continue
-                    pending.append((path, size, mtime, result))
-                report.hashed += len(chunk)
-                flush()
-                if progress:
-                    done = min(chunk_start + len(chunk), len(items))
-                    rate = done / max(time.monotonic() - started, 1e-6)
-                    progress(Progress("hash", done, len(items), rate, (len(items) - done) / rate if rate else None))
-        flush()
+        return self.indexer.scan(progress, cancel)
 
     def encode_pending(
+        self, progress: Callable[[Progress], None] | None = None, cancel: threading.Event | None = None
+    ) -> IndexReport:
+        return self.indexer.encode_pending(progress, cancel)
+
+    def build_index(
         self,
+        encoder_id: str | None = None,
+        force: bool = False,
         progress: Callable[[Progress], None] | None = None,
         cancel: threading.Event | None = None,
-        report: IndexReport | None = None,
-    ) -> IndexReport:
-        """Decode and encode every live photo that has no vector for the active encoder."""
-        report = report or IndexReport()
-        encoder = self.encoder
-        eid = encoder.id
-        total = self._cat().count_to_encode(eid)
-        if total == 0:
-            self._mark_complete(eid)
-            return report
-        started = time.monotonic()
-        done = 0
-        after = 0
-        while not (cancel and cancel.is_set()):
-            todo = self._cat().photos_to_encode(eid, limit=ENCODE_BATCH * 8, after_id=after)
-            if not todo:
-                break
-            after = todo[-1][0]
-            decoded = images.iter_decoded([p for _, p in todo], size=DECODE_SIZE)
-            for batch in _batches(zip(todo, decoded, strict=True), ENCODE_BATCH):
-                if cancel and cancel.is_set():
-                    break
-                ok_ids, ok_images, metas, skipped = [], [], [], []
-                for (photo_id, path), (_, result) in batch:
-                    if isinstance(result, images.ImageError):
-                        skipped.append((photo_id, result.reason))
-                        log.info("skipped %s: %s", path, result.reason)
-                        continue
-                    ok_ids.append(photo_id)
-                    ok_images.append(result)
-                    metas.append(_meta_dict(path, result))
-                vectors = self._encode_images(ok_images) if ok_images else np.zeros((0, encoder.dim), np.float32)
-                rows = list(zip(ok_ids, vectors, metas, strict=True))
-                self._write(lambda c, r=rows, s=skipped: c.save_encoded(eid, r, s))
-                done += len(batch)
-                report.encoded += len(rows)
-                report.skipped += len(skipped)
-                if progress:
-                    elapsed = time.monotonic() - started
-                    rate = done / max(elapsed, 1e-6)
-                    progress(Progress("encode", done, total, rate, (total - done) / rate if rate else None))
-        report.encode_seconds += time.monotonic() - started
-        if not (cancel and cancel.is_set()) and self._cat().count_to_encode(eid) == 0:
-            self._mark_complete(eid)
-        return report
+    ) -> bool:
+        return self.indexer.build_index(encoder_id, force, progress, cancel)
 
-    def _mark_complete(self, eid: str) -> None:
-        value = json.dumps({"id": eid, "spec": self.encoder_spec, "weights": self.weights})
-        if not self.readonly and self._cat().get_meta("encoder.complete") != value:
-            self._write(lambda c: c.set_meta("encoder.complete", value))
+    def watch(
+        self,
+        stop: threading.Event,
+        on_batch: Callable[[list[Change], IndexReport], None] | None = None,
+        progress: Callable[[Progress], None] | None = None,
+        quiet_s: float = 0.5,
+    ) -> Watcher:
+        """Watch every online root until `stop` is set (runs in the caller's thread)."""
+        return self.indexer.watch(stop, on_batch, progress, quiet_s)
+
+    def apply_changes(
+        self,
+        changes: Iterable[Change],
+        progress: Callable[[Progress], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> IndexReport:
+        return self.indexer.apply_changes(changes, progress, cancel)
 
     def _encode_images(self, imgs: Sequence[Any], encoder: Encoder | None = None) -> np.ndarray:
         with self._encoder_lock:
@@ -486,134 +353,6 @@ class Library:
             )
         with self._encoder_lock:
             return encoder.encode_texts(texts)
-
-    def build_index(
-        self,
-        encoder_id: str | None = None,
-        force: bool = False,
-        progress: Callable[[Progress], None] | None = None,
-        cancel: threading.Event | None = None,
-    ) -> bool:
-        """Rebuild the ANN index from the catalog when it is stale. True if it rebuilt."""
-        eid = encoder_id or self.encoder.id
-        with self._build_lock:
-            cat = self._cat()
-            top = cat.max_vector_rowid(eid)
-            idx = self._index(eid, self.encoder.dim if eid == self.encoder.id else _dim_of(cat, eid))
-            if not force and idx.built_version == top and top > 0:
-                return False
-            ids, matrix, top = cat.vectors(eid)
-            if progress:
-                progress(Progress("index", 0, len(ids), message=f"building index of {len(ids)} vectors"))
-            if len(ids) == 0:
-                return False
-            idx.build(ids, matrix, version=top, cancel=cancel)
-            if progress:
-                progress(Progress("index", len(ids), len(ids)))
-            return True
-
-    def _index_stale(self, eid: str) -> bool:
-        idx = self._indexes.get(eid)
-        built = (idx.built_version or 0) if idx else 0
-        pending = self._cat().max_vector_rowid(eid) - built
-        return pending > max(1000, 0.05 * (idx.size if idx else 0))
-
-    # ---- watching -----------------------------------------------------------------------
-    def watch(
-        self,
-        stop: threading.Event,
-        on_batch: Callable[[list[Change], IndexReport], None] | None = None,
-        progress: Callable[[Progress], None] | None = None,
-        quiet_s: float = 0.5,
-    ) -> Watcher:
-        """Watch every online root until `stop` is set; each coalesced batch of changes is
-        applied, encoded and made searchable. Runs in the caller's thread."""
-        watcher = Watcher(quiet_s=quiet_s)
-        last_rescan = time.monotonic()
-        try:
-            for root in self._cat().roots():
-                if root.watch and root.online:
-                    watcher.watch(root.path)
-            while not stop.is_set():
-                changes = watcher.next_batch(timeout=0.2, stop=stop)
-                if watcher.degraded and time.monotonic() - last_rescan > RESCAN_INTERVAL_S:
-                    last_rescan = time.monotonic()
-                    self.index(progress=progress, cancel=stop)
-                if not changes:
-                    continue
-                report = self.apply_changes(changes, progress=progress, cancel=stop)
-                if on_batch:
-                    on_batch(changes, report)
-        finally:
-            watcher.stop()
-        return watcher
-
-    def apply_changes(
-        self,
-        changes: Iterable[Change],
-        progress: Callable[[Progress], None] | None = None,
-        cancel: threading.Event | None = None,
-    ) -> IndexReport:
-        """Apply one coalesced batch from the watcher, then encode what it made new."""
-        report = IndexReport()
-        cat = self._cat()
-        upserts: dict[int, list[tuple[str, int, float]]] = {}
-        roots = {r.id: r for r in cat.roots()}
-        for change in changes:
-            root = cat.root_for(change.dest or change.path)
-            if root is None:
-                continue
-            if not os.path.isdir(root.path):
-                # The whole root vanished (unmount): mark offline, delete nothing.
-                if roots[root.id].online:
-                    self._write(lambda c, r=root: c.update_root(r.id, online=0))
-                    roots[root.id] = root
-                report.offline.append(root.path)
-                continue
-            if change.kind == "moved":
-                self._apply_move(change, upserts, report)
-            elif change.kind == "deleted":
-                if change.is_dir:
-                    report.removed += self._write(lambda c, p=change.path: c.remove_folder(p))
-                elif not os.path.exists(change.path):
-                    report.removed += self._write(lambda c, p=change.path: c.remove_files([p]))
-            elif change.is_dir:
-                self._upsert_tree(change.path, root, upserts)
-            else:
-                _stat_into(change.path, root.id, upserts)
-        for root_id, items in upserts.items():
-            self._hash_and_record(roots[root_id], items, report, progress, cancel)
-        self.encode_pending(progress, cancel, report)
-        if self._index_stale(self.encoder.id):
-            self.build_index(progress=progress, cancel=cancel)
-        return report
-
-    def _apply_move(self, change: Change, upserts: dict, report: IndexReport) -> None:
-        src, dest = change.path, change.dest or ""
-        dest_root = self._cat().root_for(dest)
-        if change.is_dir:
-            # Move every file below the folder by path prefix: ids, vectors, captions stay.
-            if dest_root is None:
-                report.removed += self._write(lambda c: c.remove_folder(src))
-                return
-            self._write(lambda c: c.remove_folder(src))  # orphans are "gone", not purged...
-            self._upsert_tree(dest, dest_root, upserts)  # ...and come back by hash: no re-encode
-            return
-        if dest_root is None or not images.is_image_path(dest):
-            report.removed += self._write(lambda c: c.remove_files([src]))
-            return
-        try:
-            st = os.stat(dest)
-        except OSError:
-            return
-        moved = self._write(lambda c: c.move_file(src, dest, dest_root.id, st.st_size, st.st_mtime))
-        if not moved:
-            upserts.setdefault(dest_root.id, []).append((dest, st.st_size, st.st_mtime))
-
-    def _upsert_tree(self, folder: str, root: Root, upserts: dict) -> None:
-        known = self._cat().file_states(root.id)
-        sub = plan(folder, {p: s for p, s in known.items() if p.startswith(folder.rstrip(os.sep) + os.sep)})
-        upserts.setdefault(root.id, []).extend(sub.to_hash)
 
     # ---- search -------------------------------------------------------------------------
     def encode_query(
@@ -710,7 +449,9 @@ class Library:
                 if root is None:
                     raise LibraryError(f"{filters.root}: not a library")
                 root_id = root.id
-            allowed = cat.filtered_ids(root_id, filters.folder, filters.date_from, filters.date_to, filters.exts)
+            allowed = cat.filtered_ids(
+                root_id, filters.folder, filters.date_from, filters.date_to, filters.exts
+            )
         want = k + 8  # a few spare for photos deleted since the build
         raw = idx.search(
             queries.astype(np.float32),
@@ -774,49 +515,15 @@ class Library:
         )
 
 
-def _safe_hash(path: str) -> str | images.ImageError:
-    try:
-        return images.content_hash(path)
-    except images.ImageError as exc:
-        return exc
-    except OSError as exc:
-        return images.ImageError(path, exc.strerror or str(exc))
-
-
-def _stat_into(path: str, root_id: int, upserts: dict) -> None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return  # vanished already; its delete event follows
-    upserts.setdefault(root_id, []).append((path, st.st_size, st.st_mtime))
-
-
-def _meta_dict(path: str, image: Any) -> dict[str, object]:
-    try:
-        meta = images.read_meta(path)
-    except images.ImageError:
-        return {"width": image.width, "height": image.height}
-    return {"width": meta.width, "height": meta.height, "format": meta.format,
-            "taken_at": meta.taken_at, "camera": meta.camera}
-
-
-def _batches(items: Iterable[T], size: int) -> Iterable[list[T]]:
-    batch: list[T] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _dim_of(cat: Catalog, encoder_id: str) -> int:
-    row = cat.conn.execute("SELECT LENGTH(vector) FROM vectors WHERE encoder=? LIMIT 1", (encoder_id,)).fetchone()
-    return row[0] // 4 if row else 0
-
-
 __all__ = [
-    "Filters", "Hit", "IndexReport", "Library", "LibraryError", "LibraryStatus", "Progress",
-    "ReadOnlyError", "Term", "parse_query", "Path",
+    "Filters",
+    "Hit",
+    "IndexReport",
+    "Library",
+    "LibraryError",
+    "LibraryStatus",
+    "Progress",
+    "ReadOnlyError",
+    "Term",
+    "parse_query",
 ]

@@ -230,4 +230,3 @@ def coalesce(changes: list[Change]) -> list[Change]:
             last.pop(key, None)  # keep insertion order = order of the last event
             last[key] = change
     return list(last.values())
-

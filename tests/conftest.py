@@ -32,13 +32,20 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
-def make_photo(path: Path, color: tuple[int, int, int] | str, size: tuple[int, int] = (96, 64), seed: int = 0) -> Path:
+def make_photo(
+    path: Path, color: tuple[int, int, int] | str, size: tuple[int, int] = (96, 64), seed: int = 0
+) -> Path:
     """A real image file: a solid colour with a little noise (so files differ by seed)."""
     rgb = COLORS[color] if isinstance(color, str) else color
     rng = np.random.default_rng(seed)
-    pixels = np.clip(np.array(rgb, np.int16) + rng.integers(-12, 13, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    pixels = np.clip(np.array(rgb, np.int16) + rng.integers(-12, 13, (size[1], size[0], 3)), 0, 255).astype(
+        np.uint8
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path, quality=92) if path.suffix.lower() in (".jpg", ".jpeg") else Image.fromarray(pixels).save(path)
+    Image.fromarray(pixels).save(path, quality=92) if path.suffix.lower() in (
+        ".jpg",
+        ".jpeg",
+    ) else Image.fromarray(pixels).save(path)
     return path
 
 

@@ -77,8 +77,11 @@ def test_console_script_runs_in_a_fresh_process(tmp_path: Path) -> None:
     photos = tmp_path / "p"
     make_photo(photos / "a.jpg", "red")
     env = {**os.environ, "LUMEN_HOME": str(tmp_path / "h")}
-    run = lambda *a: subprocess.run([sys.executable, "-m", "desktop", *a], cwd=REPO, env=env,  # noqa: E731
-                                    capture_output=True, text=True, timeout=120)
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "desktop", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+        )
+
     assert run("add", str(photos), "--encoder", "colors").returncode == 0
     done = run("index")
     assert done.returncode == 0, done.stderr

@@ -136,7 +136,9 @@ def test_filters_by_folder_type_and_library(lib: Library, photos: Path) -> None:
         lib.search("red", filters=Filters(root="/nowhere"))
 
 
-def test_similar_finds_the_same_colour_and_excludes_itself(lib: Library, photos: Path, tmp_path: Path) -> None:
+def test_similar_finds_the_same_colour_and_excludes_itself(
+    lib: Library, photos: Path, tmp_path: Path
+) -> None:
     lib.add_root(photos)
     lib.index()
     assert names(lib.similar(str(photos / "yellow-1.jpg"), k=1)) == ["yellow-2.png"]
@@ -145,8 +147,15 @@ def test_similar_finds_the_same_colour_and_excludes_itself(lib: Library, photos:
 
 
 def test_parse_query_weights_and_negatives() -> None:
-    assert parse_query("2:dog + beach - people") == [Term(2.0, "dog"), Term(1.0, "beach"), Term(-1.0, "people")]
-    assert parse_query("a dog on the beach -people") == [Term(1.0, "a dog on the beach"), Term(-1.0, "people")]
+    assert parse_query("2:dog + beach - people") == [
+        Term(2.0, "dog"),
+        Term(1.0, "beach"),
+        Term(-1.0, "people"),
+    ]
+    assert parse_query("a dog on the beach -people") == [
+        Term(1.0, "a dog on the beach"),
+        Term(-1.0, "people"),
+    ]
     assert parse_query("x-ray photo") == [Term(1.0, "x-ray photo")]
 
 
@@ -180,7 +189,9 @@ def test_catalog_is_consistent_after_indexing(lib: Library, photos: Path, home: 
     lib.index()
     cat = Catalog(home / "catalog.db")
     assert cat.integrity_ok()
-    per_photo = cat.conn.execute("SELECT photo_id, COUNT(*) FROM vectors GROUP BY photo_id, encoder HAVING COUNT(*) > 1").fetchall()
+    per_photo = cat.conn.execute(
+        "SELECT photo_id, COUNT(*) FROM vectors GROUP BY photo_id, encoder HAVING COUNT(*) > 1"
+    ).fetchall()
     assert per_photo == []
     cat.close()
 

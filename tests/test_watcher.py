@@ -32,7 +32,9 @@ def watching(lib: Library, photos: Path):
     stop = threading.Event()
     batches: list[int] = []
     thread = threading.Thread(
-        target=lib.watch, args=(stop,), kwargs={"on_batch": lambda ch, rep: batches.append(len(ch)), "quiet_s": 0.2}
+        target=lib.watch,
+        args=(stop,),
+        kwargs={"on_batch": lambda ch, rep: batches.append(len(ch)), "quiet_s": 0.2},
     )
     thread.start()
     time.sleep(0.5)  # let the observer attach its inotify watches
@@ -49,13 +51,23 @@ def path_known(lib: Library, path: Path) -> bool:
 def test_new_modified_moved_renamed_and_deleted_files(watching) -> None:
     lib, photos, _ = watching
     new = make_photo(photos / "new-purple.jpg", (130, 40, 170), seed=9)
-    wait_for(lambda: path_known(lib, new) and lib.catalog.vector_of(lib.catalog.photo_by_path(str(new)).id, lib.encoder.id) is not None)
+    wait_for(
+        lambda: (
+            path_known(lib, new)
+            and lib.catalog.vector_of(lib.catalog.photo_by_path(str(new)).id, lib.encoder.id) is not None
+        )
+    )
     assert [Path(h.path).name for h in lib.search("purple", k=1)] == ["new-purple.jpg"]
 
     before = lib.catalog.photo_by_path(str(new)).id
     make_photo(new, "green", seed=10)  # modified in place: new content
-    wait_for(lambda: (p := lib.catalog.photo_by_path(str(new))) is not None and p.id != before
-             and lib.catalog.vector_of(p.id, lib.encoder.id) is not None)
+    wait_for(
+        lambda: (
+            (p := lib.catalog.photo_by_path(str(new))) is not None
+            and p.id != before
+            and lib.catalog.vector_of(p.id, lib.encoder.id) is not None
+        )
+    )
     assert "new-purple.jpg" in [Path(h.path).name for h in lib.search("green", k=3)]
 
     blue = lib.catalog.photo_by_path(str(photos / "blue-1.jpg")).id
@@ -96,6 +108,11 @@ def test_a_burst_is_coalesced_into_few_batches(watching) -> None:
 
 
 def test_coalesce_keeps_the_last_word_per_path() -> None:
-    changes = [Change("created", "/a.jpg"), Change("modified", "/a.jpg"), Change("modified", "/a.jpg"),
-               Change("created", "/b.jpg"), Change("deleted", "/b.jpg")]
+    changes = [
+        Change("created", "/a.jpg"),
+        Change("modified", "/a.jpg"),
+        Change("modified", "/a.jpg"),
+        Change("created", "/b.jpg"),
+        Change("deleted", "/b.jpg"),
+    ]
     assert coalesce(changes) == [Change("modified", "/a.jpg"), Change("deleted", "/b.jpg")]

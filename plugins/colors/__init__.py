@@ -104,9 +104,18 @@ class ColorsPlugin:
     default_model = "hist-v1"
 
     def models(self) -> list[ModelInfo]:
-        return [ModelInfo("colors:hist-v1", "colour histogram; no weights, not semantic (tests, demos)", True, "built in")]
+        return [
+            ModelInfo(
+                "colors:hist-v1",
+                "colour histogram; no weights, not semantic (tests, demos)",
+                True,
+                "built in",
+            )
+        ]
 
-    def create(self, model: str | None = None, weights: str | None = None, device: str = "auto") -> ColorsEncoder:
+    def create(
+        self, model: str | None = None, weights: str | None = None, device: str = "auto"
+    ) -> ColorsEncoder:
         if weights:
             raise EncoderError("the colors encoder takes no weights file")
         return ColorsEncoder(model or self.default_model)
