@@ -23,18 +23,7 @@ from desktop.library import Filters, Hit, Library, LibraryError, Progress
 
 log = logging.getLogger("lumen")
 
-SUBCOMMANDS = {
-    "add",
-    "remove",
-    "index",
-    "search",
-    "similar",
-    "status",
-    "encoders",
-    "train-heads",
-    "eval",
-    "eval-duplicates",
-}
+VALUE_OPTIONS = {"--home", "--encoder", "--weights", "--device"}
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -119,7 +108,7 @@ def _add_plugin_commands(sub: argparse._SubParsersAction) -> None:
 
     Each module offers `register_cli(subparsers, add_common_options)`, which adds its
     parsers and sets `handler=` on them with `set_defaults`."""
-    for module in ("desktop.evaluation", "plugins.bert_resnet.train"):
+    for module in ("desktop.evaluation", "plugins.bert_resnet.train", "desktop.captions_cli"):
         try:
             mod = __import__(module, fromlist=["register_cli"])
         except ImportError as exc:
@@ -354,11 +343,32 @@ def _open_gui(argv: Sequence[str]) -> int:
     return run_app(list(argv))
 
 
+def _wants_window(argv: Sequence[str], parser: argparse.ArgumentParser) -> bool:
+    """`lumen`, `lumen FOLDER`, `lumen --home H FOLDER` open the window; a subcommand anywhere
+    (after options and their values) runs on the command line."""
+    if any(a in ("-h", "--help", "--version") for a in argv):
+        return False
+    commands = next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in VALUE_OPTIONS:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg not in commands  # the first positional: a subcommand or a folder
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0] not in SUBCOMMANDS and not argv[0].startswith("-")) or argv[0] in ("--home",):
-        return _open_gui(argv)
+    for stream in (sys.stdout, sys.stderr):
+        # Paths that are not valid UTF-8 (old cameras, other OSes) must print, not crash.
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     parser = build_parser()
+    if _wants_window(argv, parser):
+        return _open_gui(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG

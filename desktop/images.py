@@ -148,18 +148,21 @@ def content_hash(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 
 
 def iter_decoded(
-    paths: Iterable[str], size: int = 256, workers: int = 2, lookahead: int = 32
-) -> Iterator[tuple[str, Image.Image | ImageError]]:
+    paths: Iterable[str], size: int = 256, workers: int = 2, lookahead: int = 32, with_meta: bool = False
+) -> Iterator[tuple[str, Any]]:
     """Decode ahead of the consumer on a few threads; yield (path, image or error) in input order.
 
     Pillow releases the GIL while decoding, so this overlaps with encoding. At most
     `lookahead` results exist at once, which bounds memory on a 100k-photo library.
     Only ImageError is turned into a value; anything else is a bug and propagates.
+    `paths` is consumed lazily (a generator that pages through the catalog works).
+    with_meta=True yields (path, (image, ImageMeta) or error): the header facts come
+    from the same open as the pixels, so the caller never opens the file a second time.
     """
 
-    def work(p: str) -> Image.Image | ImageError:
+    def work(p: str) -> Any:
         try:
-            return load_for_encoding(p, size)
+            return _decode(p, min_short=size) if with_meta else load_for_encoding(p, size)
         except ImageError as e:
             return e
 
@@ -167,7 +170,7 @@ def iter_decoded(
         for p in paths:
             yield p, work(p)
         return
-    pending: deque[tuple[str, Future[Image.Image | ImageError]]] = deque()
+    pending: deque[tuple[str, Future[Any]]] = deque()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lumen-decode")
     try:
         for p in paths:

@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -35,6 +36,8 @@ DECODE_SIZE = 256  # encoders look at ~224 px; JPEGs are draft-decoded to about 
 HASH_WORKERS = 4
 WRITE_CHUNK = 500
 RESCAN_INTERVAL_S = 300.0  # roots whose watcher failed are rescanned this often
+ROOT_POLL_S = 5.0  # while watching, roots are checked for unmounts and returns this often
+VANISHED = "file vanished"  # images.ImageError.reason of a path that no longer exists
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,7 @@ class Indexer:
 
     def __init__(self, lib: Library) -> None:
         self.lib = lib
+        self.watcher: Watcher | None = None  # while watch() runs: status() shows its notices
 
     # ---- indexing -----------------------------------------------------------------------
     def index(
@@ -83,6 +87,8 @@ class Indexer:
         started = time.monotonic()
         report = self.scan(progress, cancel)
         if not (cancel and cancel.is_set()):
+            # Photos with no file left for a day were deleted, not moved: forget them now.
+            self.lib._write(lambda c: c.purge_gone())
             self.encode_pending(progress, cancel, report)
         if not (cancel and cancel.is_set()):
             self.build_index(progress=progress, cancel=cancel)
@@ -100,10 +106,10 @@ class Indexer:
         for root in self.lib._cat().roots():
             if cancel and cancel.is_set():
                 break
-            if not os.path.isdir(root.path):
+            if self._root_missing(root):
                 # An unmounted disk looks exactly like "everything deleted": never delete.
                 if root.online:
-                    log.warning("%s: library folder is missing; marked offline, photos kept", root.path)
+                    log.warning("%s: library folder is missing or empty; marked offline, photos kept", root.path)
                     self.lib._write(lambda c, r=root: c.update_root(r.id, online=0))
                 report.offline.append(root.path)
                 continue
@@ -125,7 +131,7 @@ class Indexer:
         for path, reason in result.problems:
             self.lib._write(lambda c, p=path, r=reason: c.record_problem(p, r))
         self._hash_and_record(root, result.to_hash, report, progress, cancel)
-        if result.deleted and not (cancel and cancel.is_set()) and os.path.isdir(root.path):
+        if result.deleted and not (cancel and cancel.is_set()) and not self._root_missing(root):
             report.removed += self.lib._write(lambda c: c.remove_files(result.deleted))
         if not (cancel and cancel.is_set()):
             self.lib._write(lambda c: c.update_root(root.id, scanned_at=time.time()))
@@ -188,25 +194,44 @@ class Indexer:
             return report
         started = time.monotonic()
         done = 0
-        after = 0
-        while not (cancel and cancel.is_set()):
-            todo = self.lib._cat().photos_to_encode(eid, limit=ENCODE_BATCH * 8, after_id=after)
-            if not todo:
-                break
-            after = todo[-1][0]
-            decoded = images.iter_decoded([p for _, p in todo], size=DECODE_SIZE)
-            for batch in _batches(zip(todo, decoded, strict=True), ENCODE_BATCH):
+        todo: deque[tuple[int, str]] = deque()  # (photo id, path) handed to the decoder, in order
+
+        def paths() -> Iterable[str]:
+            # One decode stream over every page of the catalog: the look-ahead never drains
+            # between pages, so the encoder never waits for a cold start of the decoders.
+            after = 0
+            while not (cancel and cancel.is_set()):
+                page = self.lib._cat().photos_to_encode(eid, limit=ENCODE_BATCH * 8, after_id=after)
+                if not page:
+                    return
+                after = page[-1][0]
+                for row in page:
+                    todo.append(row)
+                    yield row[1]
+
+        # with_meta: width/height/EXIF come from the decoder's own open of the file.
+        decoded = images.iter_decoded(paths(), size=DECODE_SIZE, with_meta=True)
+        try:
+            for batch in _batches(((todo.popleft(), r) for r in decoded), ENCODE_BATCH):
                 if cancel and cancel.is_set():
                     break
                 ok_ids, ok_images, metas, skipped = [], [], [], []
                 for (photo_id, path), (_, result) in batch:
+                    if isinstance(result, images.ImageError) and result.reason == VANISHED:
+                        # Moved or deleted since the scan: not a bad photo. Use another copy,
+                        # else leave it for the next scan, which sees the move or the deletion.
+                        found = self._decode_elsewhere(photo_id, path)
+                        if found is None:
+                            continue
+                        path, result = found
                     if isinstance(result, images.ImageError):
                         skipped.append((photo_id, result.reason))
                         log.info("skipped %s: %s", path, result.reason)
                         continue
+                    image, meta = result if isinstance(result, tuple) else (result, None)
                     ok_ids.append(photo_id)
-                    ok_images.append(result)
-                    metas.append(_meta_dict(path, result))
+                    ok_images.append(image)
+                    metas.append(_meta_dict(path, image, meta))
                 vectors = (
                     self.lib._encode_images(ok_images)
                     if ok_images
@@ -221,10 +246,25 @@ class Indexer:
                     elapsed = time.monotonic() - started
                     rate = done / max(elapsed, 1e-6)
                     progress(Progress("encode", done, total, rate, (total - done) / rate if rate else None))
+        finally:
+            decoded.close()  # stops the decoders now, also on cancel or error
         report.encode_seconds += time.monotonic() - started
         if not (cancel and cancel.is_set()) and self.lib._cat().count_to_encode(eid) == 0:
             self._mark_complete(eid)
         return report
+
+    def _decode_elsewhere(self, photo_id: int, vanished: str) -> tuple[str, Any] | None:
+        """(path, image or ImageError) from another path of the photo (a copy), or None."""
+        for other in self.lib._cat().paths_of(photo_id):
+            if other == vanished:
+                continue
+            try:
+                return other, images.load_for_encoding(other, DECODE_SIZE)
+            except images.ImageError as exc:
+                if exc.reason != VANISHED:
+                    return other, exc
+        log.info("%s vanished before it was decoded; the next scan finds where it went", vanished)
+        return None
 
     def _mark_complete(self, eid: str) -> None:
         value = json.dumps({"id": eid, "spec": self.lib.encoder_spec, "weights": self.lib.weights})
@@ -247,6 +287,7 @@ class Indexer:
                 eid, self.lib.encoder.dim if eid == self.lib.encoder.id else _dim_of(cat, eid)
             )
             if not force and idx.built_version == top and top > 0:
+                idx.sweep()  # the index is current, but a killed run may have left files behind
                 return False
             ids, matrix, top = cat.vectors(eid)
             if progress:
@@ -275,13 +316,17 @@ class Indexer:
         """Watch every online root until `stop` is set; each coalesced batch of changes is
         applied, encoded and made searchable. Runs in the caller's thread."""
         watcher = Watcher(quiet_s=quiet_s)
-        last_rescan = time.monotonic()
+        self.watcher = watcher
+        last_rescan = last_poll = time.monotonic()
         try:
             for root in self.lib._cat().roots():
                 if root.watch and root.online:
                     watcher.watch(root.path)
             while not stop.is_set():
                 changes = watcher.next_batch(timeout=0.2, stop=stop)
+                if time.monotonic() - last_poll > ROOT_POLL_S:
+                    last_poll = time.monotonic()
+                    self._poll_roots(watcher, progress, stop)
                 if watcher.degraded and time.monotonic() - last_rescan > RESCAN_INTERVAL_S:
                     last_rescan = time.monotonic()
                     self.index(progress=progress, cancel=stop)
@@ -292,7 +337,38 @@ class Indexer:
                     on_batch(changes, report)
         finally:
             watcher.stop()
+            self.watcher = None
         return watcher
+
+    def _poll_roots(self, watcher: Watcher, progress: Callable | None, stop: threading.Event) -> None:
+        """Notice unmounts and returns while watching: an unmounted disk sends no events for
+        its files (and its watch dies), and one that comes back sends none at all."""
+        for root in self.lib._cat().roots():
+            if not root.watch:
+                continue
+            missing = self._root_missing(root)
+            if root.online and missing:
+                log.warning("%s: library folder is gone; marked offline, photos kept", root.path)
+                self.lib._write(lambda c, r=root: c.update_root(r.id, online=0))
+                watcher.unwatch(root.path)
+            elif not missing and (
+                not root.online or not (watcher.watching(root.path) or root.path in watcher.degraded)
+            ):  # back from offline, or a library added since watching began
+                log.info("%s: library folder is here; watching it and catching up", root.path)
+                watcher.unwatch(root.path)
+                watcher.watch(root.path)  # first, so nothing that changes during the scan is lost
+                self.index(progress=progress, cancel=stop)  # marks it online, finds what changed
+
+    def _root_missing(self, root: Root) -> bool:
+        """True for a library folder that is gone or unreadable, and for one that is empty
+        while the catalog has files there: an unmounted disk often leaves its empty mount
+        point behind, and that must read as "offline", never as "every photo deleted"."""
+        try:
+            with os.scandir(root.path) as entries:
+                empty = next(entries, None) is None
+        except OSError:
+            return True
+        return empty and self.lib._cat().has_files(root.id)
 
     def apply_changes(
         self,
@@ -328,7 +404,8 @@ class Indexer:
             else:
                 _stat_into(change.path, root.id, upserts)
         for root_id, items in upserts.items():
-            self._hash_and_record(roots[root_id], items, report, progress, cancel)
+            unique = list({path: (path, size, mtime) for path, size, mtime in items}.values())
+            self._hash_and_record(roots[root_id], unique, report, progress, cancel)
         self.encode_pending(progress, cancel, report)
         if self._index_stale(self.lib.encoder.id):
             self.build_index(progress=progress, cancel=cancel)
@@ -342,8 +419,10 @@ class Indexer:
             if dest_root is None:
                 report.removed += self.lib._write(lambda c: c.remove_folder(src))
                 return
-            self.lib._write(lambda c: c.remove_folder(src))  # orphans are "gone", not purged...
-            self._upsert_tree(dest, dest_root, upserts)  # ...and come back by hash: no re-encode
+            # Rewrite the paths in place (no window in which the photos look deleted), then
+            # let the walk pick up whatever the catalog did not know (it stats, not hashes).
+            self.lib._write(lambda c: c.move_folder(src, dest, dest_root.id))
+            self._upsert_tree(dest, dest_root, upserts)
             return
         if dest_root is None or not images.is_image_path(dest):
             report.removed += self.lib._write(lambda c: c.remove_files([src]))
@@ -354,6 +433,9 @@ class Indexer:
             return
         moved = self.lib._write(lambda c: c.move_file(src, dest, dest_root.id, st.st_size, st.st_mtime))
         if not moved:
+            known = self.lib._cat().file_state(dest)
+            if known and known.photo_id is not None and (known.size, known.mtime) == (st.st_size, st.st_mtime):
+                return  # a file below a moved folder: move_folder has already moved it
             upserts.setdefault(dest_root.id, []).append((dest, st.st_size, st.st_mtime))
 
     def _upsert_tree(self, folder: str, root: Root, upserts: dict) -> None:
@@ -379,11 +461,12 @@ def _stat_into(path: str, root_id: int, upserts: dict) -> None:
     upserts.setdefault(root_id, []).append((path, st.st_size, st.st_mtime))
 
 
-def _meta_dict(path: str, image: Any) -> dict[str, object]:
-    try:
-        meta = images.read_meta(path)
-    except images.ImageError:
-        return {"width": image.width, "height": image.height}
+def _meta_dict(path: str, image: Any, meta: images.ImageMeta | None = None) -> dict[str, object]:
+    if meta is None:  # not read with the pixels: open the header again
+        try:
+            meta = images.read_meta(path)
+        except images.ImageError:
+            return {"width": image.width, "height": image.height}
     return {
         "width": meta.width,
         "height": meta.height,

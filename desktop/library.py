@@ -11,12 +11,15 @@ read-only (a file lock, released by the OS even when a process is killed).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import errno
 import json
 import logging
 import os
 import re
+import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -132,7 +135,15 @@ class Library:
         device: str = "auto",
         readonly: bool | None = None,
     ) -> None:
-        self.paths: Paths = paths(home).ensure()
+        self.paths: Paths = paths(home)
+        self._readonly_why = "opened read-only"
+        try:
+            self.paths.ensure()
+        except OSError as exc:  # a read-only medium or folder: searching an existing catalog still works
+            if not self.paths.catalog.exists():
+                raise LibraryError(
+                    f"{self.paths.home}: cannot create the data folder ({exc.strerror or exc})"
+                ) from exc
         self._lock = FileLock(str(self.paths.lock))
         if readonly:
             self.readonly = True
@@ -148,6 +159,14 @@ class Library:
                     ) from None
                 log.warning("%s: another Lumen is writing here; opened read-only", self.paths.home)
                 self.readonly = True
+                self._readonly_why = "another Lumen is indexing this library"
+            except OSError as exc:  # the lock file cannot be made: the data folder is read-only
+                why = f"the data folder is read-only ({exc.strerror or exc})"
+                if readonly is False or not self.paths.catalog.exists():
+                    raise LibraryError(f"{self.paths.home}: {why}; Lumen cannot index here") from exc
+                log.warning("%s: %s; opened read-only", self.paths.home, why)
+                self.readonly = True
+                self._readonly_why = why
         self._closed = False
         self._writer = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lumen-writer")
         self._wcat: Catalog | None = None
@@ -155,6 +174,7 @@ class Library:
         self._readers: list[Catalog] = []
         self._readers_lock = threading.Lock()
         self._encoder_lock = threading.Lock()  # a query waits at most one indexing batch
+        self._create_lock = threading.Lock()
         self._build_lock = threading.Lock()
         self.indexer = Indexer(self)
         self._indexes: dict[str, AnnIndex] = {}
@@ -212,14 +232,42 @@ class Library:
     def _write(self, fn: Callable[[Catalog], T]) -> T:
         """Run fn(catalog) on the writer thread and wait for it (errors propagate)."""
         if self.readonly:
-            raise ReadOnlyError(f"{self.paths.home}: opened read-only (another Lumen is writing here)")
+            raise ReadOnlyError(f"{self.paths.home}: {self._readonly_why}; this instance is read-only")
 
         def task() -> T:
             if self._wcat is None:
                 self._wcat = Catalog(self.paths.catalog)
             return fn(self._wcat)
 
-        return self._writer.submit(task).result()
+        with self._storage_errors():
+            return self._writer.submit(task).result()
+
+    @contextlib.contextmanager
+    def _storage_errors(self) -> Iterator[None]:
+        """Turn a write that the data folder's disk refused (full, read-only, failing) into a
+        LibraryError that says so. SQLite rolls the batch back, so the catalog stays as it
+        was after the last finished batch, and the next run resumes from there."""
+        try:
+            yield
+        except (sqlite3.OperationalError, OSError) as exc:
+            problem = _storage_problem(exc, self.paths.home)
+            if problem is None:
+                raise
+            message = (
+                f"{self.paths.home}: {problem}. Indexing stopped; everything indexed before this is kept "
+                "and the next run continues from there"
+            )
+            log.error("%s (%s)", message, exc)
+            raise LibraryError(message) from exc
+
+    def _require_writer(self) -> None:
+        """Refuse indexing work up front in a read-only instance: it would fail at its first
+        catalog write after a long walk, and its index builds would race the writer's."""
+        if self.readonly:
+            raise ReadOnlyError(
+                f"{self.paths.home}: {self._readonly_why}; this instance is read-only (search works, "
+                "indexing does not)"
+            )
 
     def _cat(self) -> Catalog:
         """This thread's read connection."""
@@ -240,7 +288,9 @@ class Library:
     @property
     def encoder(self) -> Encoder:
         if self._encoder is None:
-            self._encoder = create_encoder(self.encoder_spec, weights=self.weights, device=self.device)
+            with self._create_lock:  # two workers asking at once must not build two encoders
+                if self._encoder is None:
+                    self._encoder = create_encoder(self.encoder_spec, weights=self.weights, device=self.device)
         return self._encoder
 
     def set_encoder(self, spec: str, weights: str | None = None) -> None:
@@ -301,17 +351,22 @@ class Library:
         self, progress: Callable[[Progress], None] | None = None, cancel: threading.Event | None = None
     ) -> IndexReport:
         """Scan every root, encode what is new, rebuild the ANN index. Resumable."""
-        return self.indexer.index(progress, cancel)
+        self._require_writer()
+        with self._storage_errors():
+            return self.indexer.index(progress, cancel)
 
     def scan(
         self, progress: Callable[[Progress], None] | None = None, cancel: threading.Event | None = None
     ) -> IndexReport:
+        self._require_writer()
         return self.indexer.scan(progress, cancel)
 
     def encode_pending(
         self, progress: Callable[[Progress], None] | None = None, cancel: threading.Event | None = None
     ) -> IndexReport:
-        return self.indexer.encode_pending(progress, cancel)
+        self._require_writer()
+        with self._storage_errors():
+            return self.indexer.encode_pending(progress, cancel)
 
     def build_index(
         self,
@@ -320,7 +375,9 @@ class Library:
         progress: Callable[[Progress], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> bool:
-        return self.indexer.build_index(encoder_id, force, progress, cancel)
+        self._require_writer()
+        with self._storage_errors():
+            return self.indexer.build_index(encoder_id, force, progress, cancel)
 
     def watch(
         self,
@@ -330,7 +387,9 @@ class Library:
         quiet_s: float = 0.5,
     ) -> Watcher:
         """Watch every online root until `stop` is set (runs in the caller's thread)."""
-        return self.indexer.watch(stop, on_batch, progress, quiet_s)
+        self._require_writer()
+        with self._storage_errors():
+            return self.indexer.watch(stop, on_batch, progress, quiet_s)
 
     def apply_changes(
         self,
@@ -338,7 +397,9 @@ class Library:
         progress: Callable[[Progress], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> IndexReport:
-        return self.indexer.apply_changes(changes, progress, cancel)
+        self._require_writer()
+        with self._storage_errors():
+            return self.indexer.apply_changes(changes, progress, cancel)
 
     def _encode_images(self, imgs: Sequence[Any], encoder: Encoder | None = None) -> np.ndarray:
         with self._encoder_lock:
@@ -484,6 +545,9 @@ class Library:
 
     # ---- status -------------------------------------------------------------------------
     def status(self, watcher: Watcher | None = None) -> LibraryStatus:
+        """Counts, problems and encoder state; `watching` per root says why a root is not
+        watched live (e.g. the inotify limit), taken from `watcher` or the running watch()."""
+        watcher = watcher or self.indexer.watcher
         cat = self._cat()
         roots = []
         for root in cat.roots():
@@ -513,6 +577,29 @@ class Library:
             index_built_at=idx.built_at if idx else None,
             skipped=cat.skipped(),
         )
+
+
+def _storage_problem(exc: BaseException, home: Path) -> str | None:
+    """What a user should hear when a write failed because of the disk, else None (a bug)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary result code
+        return {
+            13: "the disk is full (SQLite: database or disk is full); free some space",
+            8: "the catalog cannot be written (read-only file or folder)",
+            10: "the disk failed while writing the catalog (I/O error)",
+            14: "the catalog file cannot be opened for writing",
+        }.get(code)
+    if isinstance(exc, OSError):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"the disk is full ({exc.strerror}); free some space"
+        if exc.errno == errno.EROFS:
+            return "the data folder is on a read-only disk"
+        ours = bool(exc.filename) and Path(os.fsdecode(exc.filename)).is_relative_to(home)
+        if exc.errno in (errno.EACCES, errno.EPERM) and ours:
+            return f"no permission to write {exc.filename}"
+        if exc.errno == errno.EIO and ours:
+            return f"the disk failed while writing ({exc.strerror})"
+    return None
 
 
 __all__ = [

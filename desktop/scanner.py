@@ -51,8 +51,11 @@ def walk(root: str) -> Iterator[tuple[str, int, float] | tuple[str, str]]:
     is reported, not walked forever)."""
     visited: set[tuple[int, int]] = set()
     stack = [root]
-    while stack:
-        folder = stack.pop()
+    links: list[str] = []  # symlinked folders: walked after every real one, so a folder that
+    # is also reachable through a link is always catalogued under its real path (stable ids
+    # of paths from one scan to the next, whatever order the directory lists them in)
+    while stack or links:
+        folder = stack.pop() if stack else links.pop()
         try:
             st = os.stat(folder)
         except OSError as exc:
@@ -60,7 +63,7 @@ def walk(root: str) -> Iterator[tuple[str, int, float] | tuple[str, str]]:
             continue
         key = (st.st_dev, st.st_ino)
         if key in visited:
-            yield folder, "symlink loop: folder already visited"
+            yield folder, "symlink loop or second link: folder already scanned"
             continue
         visited.add(key)
         try:
@@ -74,7 +77,7 @@ def walk(root: str) -> Iterator[tuple[str, int, float] | tuple[str, str]]:
                 continue  # hidden files and folders: .thumbnails, .git, ._AppleDouble
             try:
                 if entry.is_dir():  # follows symlinks; loops are caught by `visited`
-                    stack.append(entry.path)
+                    (links if entry.is_symlink() else stack).append(entry.path)
                     continue
                 if not is_image_path(name):
                     continue
@@ -149,24 +152,35 @@ class Watcher:
 
         if root in self._watches:
             return True
+        before = _inotify_watches()
+        needed = _count_folders(root) if before is not None else 0
         try:
             self._watches[root] = self._observer.schedule(_Handler(), root, recursive=True)
             if not self._started:
                 self._observer.start()
                 self._started = True
         except OSError as exc:
-            reason = (
-                "the system's limit on watched folders is reached (raise fs.inotify.max_user_watches); "
-                "Lumen rescans this library periodically instead"
-                if exc.errno in (errno.ENOSPC, errno.EMFILE)
-                else f"cannot watch: {exc.strerror or exc}; Lumen rescans this library periodically instead"
+            reason = LIMIT_REACHED if exc.errno in (errno.ENOSPC, errno.EMFILE) else (
+                f"cannot watch: {exc.strerror or exc}; Lumen rescans this library periodically instead"
             )
             log.warning("%s: %s", root, reason)
             self.degraded[root] = reason
             self._watches.pop(root, None)
             return False
+        # watchdog only reports a refused watch on the root itself; one refused on a subfolder
+        # (the limit reached half-way through a big tree) is dropped silently, and changes there
+        # would never be seen. Count what the kernel really holds (Linux) against the folders.
+        after = _inotify_watches()
+        if before is not None and after is not None and after - before < needed:
+            log.warning("%s: %s", root, LIMIT_REACHED)
+            self.degraded[root] = LIMIT_REACHED
+            return False  # the watches that were granted stay: those folders are still live
         self.degraded.pop(root, None)
         return True
+
+    def watching(self, root: str) -> bool:
+        """True while root has a watch (possibly degraded: see `degraded`)."""
+        return root in self._watches
 
     def unwatch(self, root: str) -> None:
         handle = self._watches.pop(root, None)
@@ -216,6 +230,42 @@ class Watcher:
             self._observer.stop()
             self._observer.join(timeout=5)
             self._started = False
+
+
+LIMIT_REACHED = (
+    "the system's limit on watched folders is reached (raise fs.inotify.max_user_watches); "
+    "Lumen rescans this library periodically instead"
+)
+
+
+def _inotify_watches() -> int | None:
+    """inotify watches this process holds, from /proc (Linux); None where that is unknown."""
+    if not os.path.isdir("/proc/self/fdinfo"):
+        return None
+    total = 0
+    try:
+        fds = os.listdir("/proc/self/fdinfo")
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            with open(f"/proc/self/fdinfo/{fd}", encoding="ascii", errors="replace") as f:
+                total += f.read().count("inotify wd:")
+        except OSError:  # closed meanwhile
+            continue
+    return total
+
+
+def _count_folders(root: str) -> int:
+    """Watches a recursive watch of root needs: the folders watchdog walks (symlinks are
+    not followed) that inotify may watch (a folder we may not read cannot be)."""
+    total = 1
+    for folder, dirs, _ in os.walk(root):
+        for name in dirs:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path) and os.access(path, os.R_OK):
+                total += 1
+    return total
 
 
 def coalesce(changes: list[Change]) -> list[Change]:

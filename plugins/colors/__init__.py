@@ -42,21 +42,22 @@ MODIFIERS = {"dark": 0.5, "light": 1.4, "bright": 1.2, "pale": 1.5}
 def _soft_hist(pixels: np.ndarray) -> np.ndarray:
     """pixels (n, 3) uint8 -> (HIST_DIM,) with each pixel spread over neighbouring bins."""
     pos = pixels.astype(np.float32) / 256.0 * BINS - 0.5
-    lo = np.clip(np.floor(pos), 0, BINS - 1).astype(int)
+    lo = np.clip(np.floor(pos), 0, BINS - 1).astype(np.int64)
     hi = np.clip(lo + 1, 0, BINS - 1)
     w_hi = np.clip(pos - lo, 0, 1)
-    hist = np.zeros((BINS, BINS, BINS), np.float32)
+    hist = np.zeros(HIST_DIM, np.float64)
     for cr in (0, 1):
-        r = np.where(cr, hi[:, 0], lo[:, 0])
-        wr = np.where(cr, w_hi[:, 0], 1 - w_hi[:, 0])
+        r = hi[:, 0] if cr else lo[:, 0]
+        wr = w_hi[:, 0] if cr else 1 - w_hi[:, 0]
         for cg in (0, 1):
-            g = np.where(cg, hi[:, 1], lo[:, 1])
-            wg = np.where(cg, w_hi[:, 1], 1 - w_hi[:, 1])
+            g = hi[:, 1] if cg else lo[:, 1]
+            wg = w_hi[:, 1] if cg else 1 - w_hi[:, 1]
             for cb in (0, 1):
-                b = np.where(cb, hi[:, 2], lo[:, 2])
-                wb = np.where(cb, w_hi[:, 2], 1 - w_hi[:, 2])
-                np.add.at(hist, (r, g, b), wr * wg * wb)
-    return np.sqrt(hist.ravel() / max(len(pixels), 1))
+                b = hi[:, 2] if cb else lo[:, 2]
+                wb = w_hi[:, 2] if cb else 1 - w_hi[:, 2]
+                # bincount instead of np.add.at: same sums, several times faster
+                hist += np.bincount((r * BINS + g) * BINS + b, weights=wr * wg * wb, minlength=HIST_DIM)
+    return np.sqrt(hist.astype(np.float32) / max(len(pixels), 1))
 
 
 class ColorsEncoder:

@@ -1,0 +1,293 @@
+"""Benchmark 1: indexing throughput on real camera photos.
+
+    python -m bench.indexing                 # 200 photos, the default CLIP architecture + bert_resnet
+    python -m bench.indexing --clip ViT-B-32 --n 300 --reps 2
+    python -m bench.indexing --quick         # 16 small photos, the tiny test model
+
+For each encoder, in one process and interleaved (ceiling, pipeline, naive, per repetition):
+
+- **ceiling**: the encoder alone on pre-decoded, pre-processed tensors (batches of 32):
+  no file I/O, no decode, no preprocessing — the fastest Lumen could ever index.
+- **Lumen**: the full pipeline of `Library.index()` on a fresh data dir: scan, hash,
+  catalog writes, decode (draft + look-ahead), preprocessing, encode, vectors written,
+  Annoy build. The model is loaded beforehand (its load time is reported on its own).
+- **naive**: the seed literature's loop: full-size decode + EXIF transpose, preprocess
+  and encode one image at a time, no catalog.
+- **decode only**: `images.iter_decoded` over the same files (what the encoder is fed),
+  to show when a pipeline is decode-bound rather than encode-bound.
+
+CLIP runs with seeded random weights (``clip:ARCH:random``): speed does not depend on the
+weight values. The two-tower encoder is `bert_resnet` (MiniLM + MobileNetV2 with the real
+ImageNet weights from ../shared; its image side is what indexing runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import (
+    OUT,
+    Table,
+    add_common_args,
+    emit,
+    machine_line,
+    median,
+    peak_rss_mb,
+    photo_set,
+    photo_set_summary,
+    verdict,
+)
+
+log = logging.getLogger("bench.indexing")
+
+BATCH = 32
+CEILING_TARGET = 0.85
+NAIVE_TARGET = 2.0
+
+
+@dataclass
+class EncoderRun:
+    spec: str
+    encoder_id: str = ""
+    load_s: float = 0.0
+    ceiling: list[float] = field(default_factory=list)  # images/s per repetition
+    pipeline: list[float] = field(default_factory=list)
+    naive: list[float] = field(default_factory=list)
+    decode: list[float] = field(default_factory=list)
+    stages: list[dict[str, float]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        c, p, n, d = (median(x) for x in (self.ceiling, self.pipeline, self.naive, self.decode))
+        return {"spec": self.spec, "id": self.encoder_id, "load_s": self.load_s, "ceiling": c, "pipeline": p,
+                "naive": n, "decode": d, "pipeline_over_ceiling": p / c if c else float("nan"),
+                "pipeline_over_naive": p / n if n else float("nan"), "stages": self.stages,
+                "raw": {"ceiling": self.ceiling, "pipeline": self.pipeline, "naive": self.naive,
+                        "decode": self.decode}, "notes": self.notes}
+
+
+# --------------------------------------------------------------------------- encoder adapters
+
+
+class TensorPath:
+    """The encoder split in two: `prep` (PIL images -> input tensor) and `forward` (tensor ->
+    unit vectors), exactly the work `encode_images` does, so the ceiling can time the
+    forward pass alone on tensors made in advance."""
+
+    def __init__(self, enc: Any) -> None:
+        import torch
+
+        from plugins.clip.encoder import ClipEncoder
+
+        self.enc = enc
+        self.torch = torch
+        if isinstance(enc, ClipEncoder):
+            m = enc.model
+            self.prep: Callable[[Sequence[Any]], Any] = lambda ims: torch.stack([m.preprocess(i) for i in ims])
+            self.forward: Callable[[Any], np.ndarray] = lambda x: enc._forward(m.model.encode_image, x)
+            return
+        from plugins.bert_resnet import model as M
+        from plugins.bert_resnet.encoder import BertResnetEncoder
+
+        if not isinstance(enc, BertResnetEncoder):
+            raise TypeError(f"no tensor path for {type(enc).__name__}")
+        self.prep = lambda ims: M.preprocess(ims)
+
+        def forward(x: Any) -> np.ndarray:
+            lm = enc.model
+            heads = lm.heads
+            tail = heads.cfg.img_tail if heads is not None else 0
+            views = [x, x.flip(-1)] if heads is not None and heads.cfg.flip_tta else [x]
+            out = []
+            with enc._run_lock, torch.inference_mode():
+                for v in views:
+                    trunk = lm.cnn.trunk(v, tail)
+                    if heads is None:
+                        out.append(lm.cnn.pool(lm.cnn.run_tail(trunk, tail)).numpy())
+                    else:
+                        out.append(heads.image_from_trunk(trunk).numpy())
+            return np.mean(out, axis=0)
+
+        self.forward = forward
+
+
+def make_encoder(spec: str) -> tuple[Any, float]:
+    from desktop.encoders import create_encoder
+
+    enc = create_encoder(spec, device="cpu")
+    t = time.perf_counter()
+    enc.load()
+    return enc, time.perf_counter() - t
+
+
+# --------------------------------------------------------------------------- the three ways
+
+
+def run_ceiling(tp: TensorPath, batches: list[Any], n: int) -> float:
+    t = time.perf_counter()
+    for x in batches:
+        tp.forward(x)
+    return n / (time.perf_counter() - t)
+
+
+def run_pipeline(enc: Any, spec: str, folder: Path, n: int) -> tuple[float, dict[str, float]]:
+    """Lumen's whole `index()` on a fresh data dir, model already loaded."""
+    from desktop.library import Library
+
+    home = Path(tempfile.mkdtemp(prefix="lumen-bench-", dir=OUT))
+    stages: dict[str, float] = {}
+    try:
+        lib = Library(home, encoder=spec, device="cpu")
+        lib._encoder = enc  # the loaded model: its load time is not indexing throughput
+        lib.add_root(folder)
+        # Exactly what lib.index() runs, stage by stage so the table can say where time goes.
+        t0 = time.perf_counter()
+        report = lib.scan()
+        stages["scan+hash"] = time.perf_counter() - t0
+        t = time.perf_counter()
+        lib.indexer.encode_pending(report=report)
+        stages["decode+encode+write"] = time.perf_counter() - t
+        t = time.perf_counter()
+        lib.build_index()
+        stages["index"] = time.perf_counter() - t
+        total = time.perf_counter() - t0
+        lib.close()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    if report.encoded != n:
+        raise RuntimeError(f"pipeline encoded {report.encoded} of {n} photos ({report})")
+    stages["total"] = total
+    return n / total, stages
+
+
+def run_naive(enc: Any, paths: list[Path]) -> float:
+    """Full-size decode, one image at a time (what a first script does)."""
+    from PIL import Image, ImageOps
+
+    from desktop import images  # noqa: F401 - registers the HEIF opener, as any script would
+
+    t = time.perf_counter()
+    for p in paths:
+        with Image.open(p) as im:
+            rgb = ImageOps.exif_transpose(im.convert("RGB"))
+        enc.encode_images([rgb])
+    return len(paths) / (time.perf_counter() - t)
+
+
+def run_decode(paths: list[Path]) -> float:
+    from desktop import images
+    from desktop.indexer import DECODE_SIZE
+
+    t = time.perf_counter()
+    for _ in images.iter_decoded([str(p) for p in paths], size=DECODE_SIZE):
+        pass
+    return len(paths) / (time.perf_counter() - t)
+
+
+def bench_encoder(spec: str, folder: Path, reps: int, naive_n: int) -> EncoderRun:
+    from desktop import images
+    from desktop.indexer import DECODE_SIZE
+
+    run = EncoderRun(spec)
+    enc, run.load_s = make_encoder(spec)
+    run.encoder_id = enc.id
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and images.is_image_path(p))
+    n = len(paths)
+    tp = TensorPath(enc)
+    decoded = [im for _, im in images.iter_decoded([str(p) for p in paths], size=DECODE_SIZE)]
+    batches = [tp.prep(decoded[i : i + BATCH]) for i in range(0, n, BATCH)]
+    del decoded
+    tp.forward(batches[0][: min(4, len(batches[0]))])  # warm-up: oneDNN kernels, allocator
+    naive_paths = paths[:naive_n]
+    for rep in range(reps):
+        log.warning("  %s rep %d/%d: ceiling ...", spec, rep + 1, reps)
+        run.ceiling.append(run_ceiling(tp, batches, n))
+        log.warning("  %s rep %d/%d: Lumen pipeline ...", spec, rep + 1, reps)
+        rate, stages = run_pipeline(enc, spec, folder, n)
+        run.pipeline.append(rate)
+        run.stages.append(stages)
+        log.warning("  %s rep %d/%d: naive ...", spec, rep + 1, reps)
+        run.naive.append(run_naive(enc, naive_paths))
+        run.decode.append(run_decode(paths))
+    run.ceiling.append(run_ceiling(tp, batches, n))  # bracket the pipeline runs: drift shows
+    if naive_n < n:
+        run.notes.append(f"naive timed on the first {naive_n} of the {n} photos (same mix)")
+    return run
+
+
+# --------------------------------------------------------------------------- main
+
+
+def default_specs(quick: bool, clip_arch: str | None) -> list[str]:
+    if quick:
+        return ["clip:lumen-tiny:random", "bert_resnet"]
+    from plugins.clip import DEFAULT_MODEL
+
+    arch = clip_arch or DEFAULT_MODEL.split(":")[0]
+    return [f"clip:{arch}:random", "bert_resnet"]
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_common_args(ap)
+    ap.add_argument("--n", type=int, help="photos (default 200; --quick 8)")
+    ap.add_argument("--reps", type=int, help="repetitions (default 1 + a second ceiling; --quick 1)")
+    ap.add_argument("--naive-n", type=int, help="photos for the naive loop (default: all)")
+    ap.add_argument("--clip", help="open_clip architecture (default: the clip plugin's default model)")
+    ap.add_argument("--encoders", nargs="*", help="encoder specs (overrides --clip)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+
+    n = args.n or (8 if args.quick else 200)
+    reps = args.reps or 1
+    folder = photo_set(n, max_mp=4.0) if args.quick else photo_set(n)
+    specs = args.encoders or default_specs(args.quick, args.clip)
+    t = Table(
+        f"Indexing throughput, {photo_set_summary(folder)}",
+        ["encoder", "ceiling img/s (encoder alone)", "Lumen img/s (full pipeline)", "naive img/s",
+         "decode-only img/s", "Lumen / ceiling", "Lumen / naive", "targets (≥0.85, ≥2×)"],
+    )
+    runs = []
+    for spec in specs:
+        log.warning("indexing bench: %s on %d photos ...", spec, n)
+        try:
+            run = bench_encoder(spec, folder, reps, args.naive_n or n)
+        except Exception as e:  # e.g. no MobileNetV2 weights without ../shared: say so, go on
+            log.warning("  %s skipped: %s: %s", spec, type(e).__name__, e)
+            t.notes.append(f"{spec}: skipped ({type(e).__name__}: {e})")
+            continue
+        s = run.summary()
+        runs.append(s)
+        ok = s["pipeline_over_ceiling"] >= CEILING_TARGET and s["pipeline_over_naive"] >= NAIVE_TARGET
+        t.add(s["id"], s["ceiling"], s["pipeline"], s["naive"], s["decode"],
+              f"{s['pipeline_over_ceiling']:.2f}", f"{s['pipeline_over_naive']:.1f}×", verdict(ok))
+        st = median_stages(run.stages)
+        t.notes.append(
+            f"{s['id']}: model load {run.load_s:.1f} s (not counted); pipeline stages (s): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in st.items())
+            + ("; " + "; ".join(run.notes) if run.notes else "")
+        )
+    t.notes.append(f"{machine_line()}; medians of {reps} repetition(s), ceiling measured before and after; "
+                   f"peak RSS of this process {peak_rss_mb():.0f} MB")
+    results = {"n": n, "photos": str(folder), "runs": runs}
+    emit([t], results, "indexing")
+    return {"tables": [t], "results": results}
+
+
+def median_stages(stages: list[dict[str, float]]) -> dict[str, float]:
+    keys = dict.fromkeys(k for s in stages for k in s)
+    return {k: median([s[k] for s in stages if k in s]) for k in keys}
+
+
+if __name__ == "__main__":
+    main()

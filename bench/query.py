@@ -1,0 +1,162 @@
+"""Benchmark 3: query latency, end to end, next to the text encoder's own time.
+
+    python -m bench.query                    # 10 000, 100 000 and 1 000 000 photos
+    python -m bench.query --sizes 100000     # one size
+    python -m bench.query --quick            # 2 000 photos, the tiny test model
+
+Each size is a real catalog + Annoy index with synthetic vectors (bench.common,
+cached under bench/out/). The encoder is the default CLIP architecture with random
+weights (speed does not depend on the weights); the vectors are stored under its id.
+
+- **text forward**: `encoder.encode_texts([query])` alone (tokenise + text tower).
+- **text end to end**: `Library.search(query, k)`: encode, ANN (+ exact over vectors
+  added since the build), exact re-rank, gone photos dropped, catalog rows attached —
+  what the CLI and the window call. Distinct queries, interleaved with the forward-only
+  calls so both see the same machine noise; p50/p95 over all queries.
+- **image query**: `Library.search(images_=[a 12 MP JPEG not in the library])`:
+  draft decode + image tower + search.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from bench.common import (
+    DEFAULT_CLIP,
+    Table,
+    add_common_args,
+    emit,
+    machine_line,
+    median,
+    percentile,
+    rss_mb,
+    synthetic_library,
+    verdict,
+)
+
+log = logging.getLogger("bench.query")
+
+TARGETS = {100_000: 1.3, 1_000_000: 2.0}
+SUBJECTS = ["a dog", "two children", "an old man", "a red car", "a cat", "a woman", "a group of friends",
+            "a bicycle", "a small boat", "a horse"]
+PLACES = ["on the beach", "in the snow", "at a birthday party", "in a city street at night", "in a forest",
+          "next to a lake", "on a mountain top"]
+
+
+def query_texts(n: int) -> list[str]:
+    return [f"{SUBJECTS[i % len(SUBJECTS)]} {PLACES[(i // len(SUBJECTS)) % len(PLACES)]}" for i in range(n)]
+
+
+def big_jpeg() -> str | None:
+    """The largest real camera JPEG in ../shared (a ~12 MP phone photo)."""
+    from bench.common import source_photos
+
+    jpegs = [(mp, p) for p, mp, f in source_photos(1.0) if f == "JPEG"]
+    return str(max(jpegs)[1]) if jpegs else None
+
+
+def bench_size(n: int, spec: str, n_queries: int, image: str | None, quick: bool) -> dict[str, Any]:
+    from desktop.encoders import create_encoder
+    from desktop.library import Library
+
+    probe = create_encoder(spec, device="cpu")  # id and dim without loading the model
+    syn = synthetic_library(n, encoder_id=probe.id, dim=probe.dim)
+    out: dict[str, Any] = {"n": n}
+    with Library(syn.home, encoder=spec, device="cpu") as lib:
+        enc = lib.encoder
+        if enc.id != syn.encoder_id:
+            raise RuntimeError(f"encoder {enc.id} does not match the catalog's vectors ({syn.encoder_id})")
+        t = time.perf_counter()
+        enc.load()
+        out["model_load_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        lib.search("warm up: the index is opened (memory-mapped) on the first query", k=20)
+        out["first_query_s"] = time.perf_counter() - t
+        for q in query_texts(3):  # warm caches of tokenizer, oneDNN, SQLite pages
+            enc.encode_texts([q])
+            lib.search(q, k=20)
+        fwd, e2e, e2e_ui, search_only = [], [], [], []
+        for q in query_texts(n_queries):
+            t = time.perf_counter()
+            vec = enc.encode_texts([q])
+            fwd.append((time.perf_counter() - t) * 1e3)
+            t = time.perf_counter()
+            hits = lib.search(q, k=20)
+            e2e.append((time.perf_counter() - t) * 1e3)
+            if len(hits) != min(20, n):
+                raise RuntimeError(f"{len(hits)} hits for {q!r}")
+            t = time.perf_counter()
+            lib.search_vectors(vec, 20)
+            search_only.append((time.perf_counter() - t) * 1e3)
+        for q in query_texts(max(3, n_queries // 5)):
+            t = time.perf_counter()
+            lib.search(q, k=500)  # what the window asks for (jobs.SEARCH_K)
+            e2e_ui.append((time.perf_counter() - t) * 1e3)
+        out.update(fwd=fwd, e2e=e2e, e2e_ui=e2e_ui, search_only=search_only)
+        if image:
+            from desktop import images
+            from desktop.indexer import DECODE_SIZE
+
+            img, dec, enc_ms = [], [], []
+            for _ in range(2 if quick else 5):
+                t = time.perf_counter()
+                lib.search(images_=[image], k=20)
+                img.append((time.perf_counter() - t) * 1e3)
+                t = time.perf_counter()
+                pic = images.load_for_encoding(image, DECODE_SIZE)
+                dec.append((time.perf_counter() - t) * 1e3)
+                t = time.perf_counter()
+                enc.encode_images([pic])
+                enc_ms.append((time.perf_counter() - t) * 1e3)
+            out.update(image=img, image_decode=dec, image_encode=enc_ms)
+        out["rss_mb"] = rss_mb()
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_common_args(ap)
+    ap.add_argument("--sizes", type=int, nargs="*")
+    ap.add_argument("--queries", type=int, help="distinct text queries per size (default 40)")
+    ap.add_argument("--encoder", help=f"encoder spec (default {DEFAULT_CLIP}; --quick clip:lumen-tiny:random)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    sizes = args.sizes or ([2_000] if args.quick else [10_000, 100_000, 1_000_000])
+    spec = args.encoder or ("clip:lumen-tiny:random" if args.quick else DEFAULT_CLIP)
+    n_queries = args.queries or (5 if args.quick else 40)
+    image = big_jpeg()
+
+    t = Table(f"Query latency, encoder {spec} (ms)",
+              ["photos", "text forward p50", "text end-to-end p50", "p95", "end-to-end / forward",
+               "search + rows p50", "k=500 (window) p50", "image query p50", "target"])
+    rows = []
+    for n in sizes:
+        log.warning("query bench: %d photos ...", n)
+        r = bench_size(n, spec, n_queries, image, args.quick)
+        rows.append(r)
+        f50, e50 = median(r["fwd"]), median(r["e2e"])
+        ratio = e50 / f50
+        target = TARGETS.get(n)
+        t.add(n, f50, e50, percentile(r["e2e"], 95), f"{ratio:.2f}×", median(r["search_only"]),
+              median(r["e2e_ui"]), median(r["image"]) if "image" in r else float("nan"),
+              f"≤ {target}× " + verdict(ratio <= target) if target else "–")
+    if image and rows:
+        r = rows[-1]
+        t.notes.append(f"image query: {image.split('/')[-1]} (not in the library): draft decode "
+                       f"{median(r['image_decode']):.0f} ms + image tower {median(r['image_encode']):.0f} ms "
+                       f"+ search")
+    t.notes.append("first query after opening (index mmap, model already loaded): "
+                   + ", ".join(f"{r['n']:,}: {r['first_query_s'] * 1e3:.0f} ms" for r in rows))
+    t.notes.append(f"{machine_line()}; {n_queries} distinct queries per size, k=20 unless noted")
+    emit([t], {"spec": spec, "sizes": rows}, "query")
+    return {"tables": [t], "results": rows}
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()

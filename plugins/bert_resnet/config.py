@@ -1,0 +1,46 @@
+"""Training and heads configuration: plain dataclasses (no torch), stored in heads files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class HeadsConfig:
+    """Everything that shapes the trained modules (stored in the heads file header)."""
+
+    embed_dim: int = 512
+    hidden: int = 1024
+    dropout: float = 0.2
+    img_tail: int = 0  # CNN stages fine-tuned (0 = frozen pooled features)
+    img_pool: str = "avg"  # avg | attn
+    txt_tail: int = 0  # BERT layers fine-tuned (0 = frozen pooled embedding)
+    residual: bool = True  # projection = linear + MLP (the MLP learns a correction)
+    flip_tta: bool = False  # average an image with its mirror image at encode time
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HeadsConfig:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+
+@dataclass
+class TrainConfig:
+    heads: HeadsConfig = field(default_factory=HeadsConfig)
+    epochs: int = 20
+    batch: int = 256
+    lr: float = 1e-3  # projections, pooling, temperature
+    tail_lr: float = 1e-4  # pretrained CNN stages / BERT layers
+    weight_decay: float = 0.02
+    warmup_epochs: float = 1.0
+    views: tuple[str, ...] = ("orig", "flip", "crop1", "crop2")
+    hard_negative_weight: float = 0.0  # VSE++ max-violation hinge, added to InfoNCE
+    hard_negative_margin: float = 0.2
+    label_smoothing: float = 0.0
+    seed: int = 0
+    select_by: str = "rsum1"  # dev metric that picks the best epoch: R@1 T->I + R@1 I->T

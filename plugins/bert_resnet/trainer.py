@@ -1,0 +1,283 @@
+"""The training loop behind `lumen train-heads` (torch; imported only when training).
+
+Recipe (each part measured on Flickr8k dev; the log is in heads/TRAINING.md):
+- the frozen parts of both towers run once per image view / caption (features.py);
+- the last CNN stages and the last BERT layer(s) are fine-tuned on those cached states,
+  because frozen pooled features cap recall well below the targets;
+- augmentation = cached image views (mirror, seeded random crops) + the 5 captions;
+- symmetric InfoNCE with a learned temperature, optionally plus a VSE++ max-violation
+  hinge on the hardest in-batch negative;
+- AdamW with warm-up + cosine decay, a smaller learning rate on the pretrained tails;
+- the best epoch by dev recall is kept; the heads file records backbones, data, metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from desktop.evaluation import CaptionSet, load_captions, quick_recall
+from plugins.bert_resnet import CnnRef, file_sha256, parse_model
+from plugins.bert_resnet import model as M
+from plugins.bert_resnet.config import TrainConfig
+from plugins.bert_resnet.features import FeatureCache, TextCache
+from plugins.bert_resnet.train import TrainReport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Split:
+    data: CaptionSet
+    views: dict[str, np.ndarray]  # view -> trunk features (n_images, ...)
+    text: TextCache
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _score(metrics: dict[str, float], select_by: str) -> float:
+    if select_by == "rsum1":
+        return metrics["t2i_r1"] + metrics["i2t_r1"]
+    if select_by == "rsum":
+        return sum(metrics[f"{d}_r{k}"] for d in ("t2i", "i2t") for k in (1, 5, 10))
+    return metrics[select_by]
+
+
+def _image_input(arr: np.ndarray, idx: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(arr[idx], dtype=np.float32))
+
+
+def _text_input(text: TextCache, idx: Sequence[int], tuned: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if tuned:
+        return text.batch(idx)
+    return torch.from_numpy(np.asarray(text.pooled[np.asarray(idx)], dtype=np.float32)), None
+
+
+@torch.no_grad()
+def embed_split(heads: M.JointHeads, split: Split, views: Sequence[str] = ("orig",),
+                batch: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors for every image (mean over `views`) and caption of a split."""
+    heads.eval()
+    n = len(split.data.images)
+    img = np.zeros((n, heads.cfg.embed_dim), np.float32)
+    for view in views:
+        arr = split.views[view]
+        for s in range(0, n, batch):
+            img[s : s + batch] += heads.image_from_trunk(_image_input(arr, np.arange(s, min(n, s + batch)))).numpy()
+    img /= np.linalg.norm(img, axis=1, keepdims=True)
+    caps = len(split.data.captions)
+    txt = np.zeros((caps, heads.cfg.embed_dim), np.float32)
+    tuned = bool(heads.cfg.txt_tail)
+    order = np.argsort(np.diff(split.text.offsets))  # similar lengths together: less padding
+    for s in range(0, caps, batch):
+        idx = order[s : s + batch]
+        states, mask = _text_input(split.text, idx, tuned)
+        txt[idx] = heads.text_from_states(states, mask).numpy()
+    return img, txt
+
+
+def evaluate(heads: M.JointHeads, split: Split, views: Sequence[str] = ("orig",)) -> dict[str, float]:
+    img, txt = embed_split(heads, split, views)
+    return quick_recall(img, txt, split.data.caption_image)
+
+
+def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor,
+                     cfg: TrainConfig) -> torch.Tensor:
+    """Symmetric InfoNCE (CLIP) over a batch of paired unit vectors, with a learned
+    temperature; optionally + VSE++'s hinge on the hardest negative of each row/column."""
+    sims = img @ txt.T
+    scale = logit_scale.clamp(max=math.log(100.0)).exp()
+    target = torch.arange(len(img), device=img.device)
+    loss = 0.5 * (F.cross_entropy(scale * sims, target, label_smoothing=cfg.label_smoothing)
+                  + F.cross_entropy(scale * sims.T, target, label_smoothing=cfg.label_smoothing))
+    if cfg.hard_negative_weight > 0:
+        pos = sims.diag()
+        masked = sims - 10.0 * torch.eye(len(img), device=img.device)
+        hinge_i2t = (cfg.hard_negative_margin + masked.max(1).values - pos).clamp_min(0)
+        hinge_t2i = (cfg.hard_negative_margin + masked.max(0).values - pos).clamp_min(0)
+        loss = loss + cfg.hard_negative_weight * (hinge_i2t.mean() + hinge_t2i.mean())
+    return loss
+
+
+def build_heads(cfg: TrainConfig, cnn: M.CnnBackbone, text: M.TextBackbone) -> M.JointHeads:
+    h = cfg.heads
+    return M.JointHeads(h, cnn.feat_dim, text.dim,
+                        cnn.tail_modules(h.img_tail) if h.img_tail else None,
+                        text.tail_layers(h.txt_tail) if h.txt_tail else None)
+
+
+def pooled_views(cnn: M.CnnBackbone, views: dict[str, np.ndarray], tail: int) -> dict[str, np.ndarray]:
+    """Frozen-tail variant: the CNN's pooled features from cached trunk maps."""
+    out = {}
+    with torch.inference_mode():
+        for name, arr in views.items():
+            chunks = [cnn.pool(cnn.run_tail(torch.from_numpy(np.asarray(arr[s : s + 256], np.float32)), tail))
+                      for s in range(0, len(arr), 256)]
+            out[name] = torch.cat(chunks).numpy()
+    return out
+
+
+def fit(cfg: TrainConfig, heads: M.JointHeads, train: Split, dev: Split | None,
+        progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, torch.Tensor], list[dict], int]:
+    """Train; returns (best state, per-epoch history, best epoch)."""
+    seed_everything(cfg.seed)
+    gen = np.random.default_rng(cfg.seed)
+    tail_params = [p for m in (heads.img_tail, heads.txt_tail) for p in m.parameters()]
+    tail_ids = {id(p) for p in tail_params}
+    rest = [p for p in heads.parameters() if id(p) not in tail_ids]
+    no_decay = {id(heads.logit_scale)} | {id(p) for p in rest if p.dim() < 2}
+    groups = [
+        {"params": [p for p in rest if id(p) not in no_decay], "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+        {"params": [p for p in rest if id(p) in no_decay], "lr": cfg.lr, "weight_decay": 0.0},
+    ]
+    if tail_params:
+        groups.append({"params": tail_params, "lr": cfg.tail_lr, "weight_decay": cfg.weight_decay})
+    opt = torch.optim.AdamW(groups)
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    n = len(train.data.images)
+    steps_per_epoch = n // cfg.batch
+    total = steps_per_epoch * cfg.epochs
+    warm = max(1, int(cfg.warmup_epochs * steps_per_epoch))
+    caps_of = [train.data.captions_of(i) for i in range(n)]
+    views = [v for v in cfg.views if v in train.views]
+    tuned_text = bool(cfg.heads.txt_tail)
+    history: list[dict] = []
+    best: tuple[float, int, dict[str, torch.Tensor]] = (-1.0, 0, {})
+    step = 0
+    for epoch in range(1, cfg.epochs + 1):
+        heads.train()
+        t0 = time.monotonic()
+        perm = gen.permutation(n)
+        losses = []
+        for b in range(steps_per_epoch):
+            idx = perm[b * cfg.batch : (b + 1) * cfg.batch]
+            # One random view per image and one random caption of it: unique images per
+            # batch, so no false negatives among the in-batch negatives.
+            view_of = gen.integers(0, len(views), len(idx))
+            img_in = torch.empty((len(idx), *train.views[views[0]].shape[1:]), dtype=torch.float32)
+            for v in range(len(views)):
+                rows = np.flatnonzero(view_of == v)
+                if len(rows):
+                    img_in[rows] = _image_input(train.views[views[v]], idx[rows])
+            cap_idx = [caps_of[i][gen.integers(len(caps_of[i]))] for i in idx]
+            states, mask = _text_input(train.text, cap_idx, tuned_text)
+            lr_mult = min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+            for g, base in zip(opt.param_groups, base_lrs, strict=True):
+                g["lr"] = base * lr_mult
+            loss = contrastive_loss(heads.image_from_trunk(img_in), heads.text_from_states(states, mask),
+                                    heads.logit_scale, cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            step += 1
+            if progress:
+                progress(step, total)
+        rec: dict[str, float] = {"epoch": epoch, "loss": float(np.mean(losses)),
+                                 "temp": float(1 / heads.logit_scale.exp()), "seconds": time.monotonic() - t0}
+        if dev is not None:
+            rec.update(evaluate(heads, dev, ("orig", "flip") if cfg.heads.flip_tta and "flip" in dev.views
+                                else ("orig",)))
+            score = _score(rec, cfg.select_by)
+            if score > best[0]:
+                best = (score, epoch, {k: v.detach().clone() for k, v in heads.state_dict().items()})
+        log.info("epoch %d/%d  loss %.3f  temp %.4f  %s  (%.0f s)", epoch, cfg.epochs, rec["loss"], rec["temp"],
+                 "  ".join(f"{k} {v:.1f}" for k, v in rec.items() if k.startswith(("t2i", "i2t"))),
+                 rec["seconds"])
+        history.append(rec)
+    if dev is None:  # nothing to select by: the last epoch
+        best = (0.0, cfg.epochs, {k: v.detach().clone() for k, v in heads.state_dict().items()})
+    return best[2], history, best[1]
+
+
+def load_split(fc: FeatureCache, images_dir: Path, data: CaptionSet, views: Sequence[str], img_tail: int,
+               txt_layer: int, seed: int) -> Split:
+    paths = [images_dir / n for n in data.images]
+    arrs = {v: fc.image_view(paths, v, img_tail, seed) for v in views}
+    text = fc.captions(data.captions, [txt_layer])[txt_layer]
+    return Split(data, arrs, text)
+
+
+def run(images_dir: str | Path, captions_tsv: str | Path, split: str | Path, val: str | Path | None,
+                out: str | Path, epochs: int = 20, seed: int = 0, model: str = "all-MiniLM-L6-v2+mobilenet_v2",
+                cache: str | Path | None = None, config: TrainConfig | None = None, device: str = "cpu",
+                backbones: tuple[M.CnnBackbone, M.TextBackbone] | None = None,
+                progress: Callable[[str, int, int], None] | None = None) -> TrainReport:
+    """See train.train_heads."""
+    started = time.monotonic()
+    cfg = config or TrainConfig()
+    cfg.epochs, cfg.seed = epochs, seed
+    seed_everything(seed)
+    torch.set_grad_enabled(True)
+    images_dir, out = Path(images_dir), Path(out)
+    if backbones is not None:  # tests: tiny towers whose weights come from nowhere
+        cnn, text = backbones
+        cnn_ref = CnnRef(cnn.arch, None)
+    else:
+        text_ref, cnn_ref, _ = parse_model(model)
+        cnn, text = M.build_cnn(cnn_ref, device), M.TextBackbone(text_ref, device)
+    if cache is None:
+        from desktop.settings import paths
+
+        cache = paths().cache / "bert_resnet"
+    fp = {"cnn": f"{cnn.arch}:{cnn.weights}:{M.fingerprint_cnn(cnn)[:8]}",
+          "text": f"{text.ref.name}:{M.fingerprint_text(text)[:8]}"}
+    fc = FeatureCache(Path(cache), cnn, text, fp)
+    txt_layer = text.n_layers - cfg.heads.txt_tail
+    train_data = load_captions(captions_tsv, split, images_dir)
+    if not train_data.images:
+        raise ValueError(f"no captioned images from {split} found in {images_dir}")
+    log.info("train: %d images, %d captions", len(train_data.images), len(train_data.captions))
+    t_feat = time.monotonic()
+    train = load_split(fc, images_dir, train_data, cfg.views, cfg.heads.img_tail, txt_layer, seed)
+    dev = None
+    if val:
+        dev_data = load_captions(captions_tsv, val, images_dir)
+        dev_views = ("orig", "flip") if cfg.heads.flip_tta else ("orig",)
+        dev = load_split(fc, images_dir, dev_data, dev_views, cfg.heads.img_tail, txt_layer, seed)
+        log.info("dev: %d images, %d captions", len(dev_data.images), len(dev_data.captions))
+    feature_s = time.monotonic() - t_feat
+    if not cfg.heads.img_tail:  # frozen tail: pool once, train on vectors
+        train.views = pooled_views(cnn, train.views, 0)
+        if dev is not None:
+            dev.views = pooled_views(cnn, dev.views, 0)
+    heads = build_heads(cfg, cnn, text)
+    state, history, best_epoch = fit(cfg, heads, train, dev,
+                                     (lambda d, t: progress("train", d, t)) if progress else None)
+    heads.load_state_dict(state)
+    best = history[best_epoch - 1]
+    dev_metrics = {k: v for k, v in best.items() if k.startswith(("t2i", "i2t"))}
+    header = {
+        "text_backbone": {"name": text.ref.name, "short": text.ref.short, "dim": text.dim,
+                          "layers": text.n_layers, "probe": M.fingerprint_text(text)},
+        "image_backbone": {"arch": cnn.arch, "dim": cnn.feat_dim, "weights": cnn.weights,
+                           "weights_tag": cnn_ref.weights_tag if backbones is None else None,
+                           "weights_sha256": file_sha256(Path(cnn_ref.path)) if cnn_ref.path else None,
+                           "probe": M.fingerprint_cnn(cnn)},
+        "training": {"images_dir": str(images_dir), "captions": Path(captions_tsv).name,
+                     "captions_sha256": file_sha256(Path(captions_tsv))[:16],
+                     "split": Path(split).name, "train_images": len(train_data.images),
+                     "train_captions": len(train_data.captions), "val": Path(val).name if val else None,
+                     "epochs": cfg.epochs, "best_epoch": best_epoch, "seed": seed,
+                     "seconds": round(time.monotonic() - started, 1),
+                     "recipe": {k: v for k, v in asdict(cfg).items() if k != "heads"}},
+        "metrics": {"dev": dev_metrics} if dev is not None else {},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    digest = M.save_heads(out, heads, header)
+    elapsed = time.monotonic() - started
+    log.info("wrote %s (heads-%s), best epoch %d, %.0f s total", out, digest, best_epoch, elapsed)
+    return TrainReport(str(out), digest, best_epoch, dev_metrics, history, elapsed, feature_s, asdict(cfg))
