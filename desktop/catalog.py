@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import sqlite_utils
@@ -71,9 +71,9 @@ class Photo:
     mtime: float
 
 
-@dataclass(frozen=True)
-class FileState:
-    """What the catalog remembers of a path, for the stat-first reconcile."""
+class FileState(NamedTuple):
+    """What the catalog remembers of a path, for the stat-first reconcile. A NamedTuple,
+    not a dataclass: a re-scan makes one per file (100 000+), and a tuple is 10x cheaper."""
 
     id: int
     size: int
@@ -408,7 +408,7 @@ class Catalog:
         rows = self.conn.execute(
             "SELECT path, id, size, mtime, photo_id FROM files WHERE library_id=?", (root_id,)
         )
-        return {r[0]: FileState(r[1], r[2], r[3], r[4]) for r in rows}
+        return {path: FileState(i, size, mtime, photo) for path, i, size, mtime, photo in rows}
 
     def has_files(self, root_id: int) -> bool:
         return (

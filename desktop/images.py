@@ -100,9 +100,17 @@ class ImageMeta:
 
 
 def is_image_path(path: str | os.PathLike[str]) -> bool:
-    name = os.path.basename(os.fsdecode(path))
+    return is_image_name(os.path.basename(os.fsdecode(path)))
+
+
+def is_image_name(name: str) -> bool:
+    """is_image_path for a bare file name (str): the scanner's per-file test, kept cheap
+    because a re-scan runs it for every file of every library."""
     # "._IMG_1234.jpg" are macOS resource forks on external disks, not photos.
-    return not name.startswith("._") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    dot = name.rfind(".")
+    # Same answer as os.path.splitext: leading dots do not start an extension (".jpg", "..jpg").
+    return (dot > 0 and name[dot:].lower() in IMAGE_EXTENSIONS and not name.startswith("._")
+            and (name[0] != "." or bool(name[:dot].lstrip("."))))
 
 
 def read_meta(path: str | os.PathLike[str]) -> ImageMeta:

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from desktop.catalog import FileState
-from desktop.images import is_image_path
+from desktop.images import is_image_name, is_image_path
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def walk(root: str) -> Iterator[tuple[str, int, float] | tuple[str, str]]:
                 if entry.is_dir():  # follows symlinks; loops are caught by `visited`
                     (links if entry.is_symlink() else stack).append(entry.path)
                     continue
-                if not is_image_path(name):
+                if not is_image_name(name):  # the name alone: no path parsing per file
                     continue
                 st = entry.stat()
             except OSError as exc:

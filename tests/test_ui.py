@@ -62,7 +62,7 @@ def drop_on(widget, paths: list[Path]) -> QDropEvent:
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
     pos = QPointF(widget.rect().center())
-    enter = QDragEnterEvent(pos, Qt.DropAction.CopyAction | Qt.DropAction.MoveAction, mime,
+    enter = QDragEnterEvent(widget.rect().center(), Qt.DropAction.CopyAction | Qt.DropAction.MoveAction, mime,
                             Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(widget, enter)
     assert enter.isAccepted()
@@ -345,12 +345,12 @@ def test_run_app_opens_the_window_and_indexes_a_folder_argument(home: Path, phot
         "    else:\n"
         "        QTimer.singleShot(50, check)\n"
         "QTimer.singleShot(50, check)\n"
-        "QTimer.singleShot(60_000, QApplication.quit)  # never hang the test run\n"
+        "QTimer.singleShot(150_000, QApplication.quit)  # never hang the test run\n"
         f"code = app_module.run_app(['--home', {str(home)!r}, '--encoder', 'colors', {str(photos)!r}])\n"
         "print(code, seen.get('encoded'))\n"
     )
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-2:] == ["0", "12"]
 
