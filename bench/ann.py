@@ -92,7 +92,7 @@ def bench_size(n: int, n_queries: int, sweep: bool) -> dict[str, Any]:
     del ram  # noqa: F821
     exact_path = n <= index_mod.EXACT_MAX_ITEMS
     out = {
-        "n": n, "trees": gen.n_trees, "search_k": index_mod.search_k_for(2 * K, n), "exact_by_design": exact_path,
+        "n": n, "trees": gen.n_trees, "search_k": index_mod.search_k_for(K, n), "exact_by_design": exact_path,
         "recall": recall(ann_ids, truth), "ann_ms": ann_ms, "exact_ms": ex_ms, "numpy_ms": np_ms,
         "exact_recall_check": recall(ex_ids, truth[: len(ex_ids)]), "numpy_recall_check": recall(np_ids, truth[: len(np_ids)]),
     }

@@ -1,6 +1,6 @@
 """Caption quality of the `retrieval` captioner on Flickr8k dev.
 
-    python -m bench.caption_quality [--encoder bert_resnet] [--weights HEADS] [--consensus 0 0.5]
+    python -m bench.caption_quality [--encoder bert_resnet] [--weights HEADS] [--consensus 0 1]
 
 The caption bank is built from the TRAIN captions only (train.txt), the DEV images are
 captioned with the same RetrievalCaptioner the app uses, and the captions are scored
@@ -127,7 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         "--weights", help="encoder weights (bert_resnet: a heads file; default: the plugin's own)"
     )
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--consensus", type=float, nargs="+", default=[0.0], help="consensus weights to compare")
+    ap.add_argument(
+        "--consensus",
+        type=float,
+        nargs="+",
+        default=[0.0, 1.0],
+        help="consensus weights to compare (0: plain best match; 1: the app's default for big banks)",
+    )
     ap.add_argument("--no-dedup", action="store_true", help="keep near-identical bank captions")
     ap.add_argument("--limit", type=int, help="only the first N dev images (quick runs)")
     ap.add_argument("--tokenizer", choices=("auto", "ptb", "python"), default="auto")

@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="scan, encode and index every library folder")
     p.add_argument("--watch", action="store_true", help="keep running and index changes as they happen")
     p.add_argument("--rebuild", action="store_true", help="rebuild the ANN index even if it is fresh")
+    p.add_argument("--no-captions", action="store_true", help="skip captioning and tagging new photos")
     _common(p)
 
     p = sub.add_parser("search", help="find photos by text and/or example images")
@@ -197,6 +198,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         )
         for root in report.offline:
             print(f"offline (folder missing, photos kept): {root}")
+        if not args.no_captions and not stop.is_set():
+            _caption_new(lib, progress, stop)
         if args.watch and not stop.is_set():
             print("watching for changes (Ctrl+C to stop)")
             lib.watch(
@@ -207,6 +210,18 @@ def cmd_index(args: argparse.Namespace) -> int:
                 progress=progress,
             )
     return 130 if stop.is_set() and not args.watch else 0
+
+
+def _caption_new(lib: Library, progress: ProgressLine, stop: threading.Event) -> None:
+    """Captions and tags for new photos; a captioner that cannot run does not fail indexing."""
+    from desktop import captions
+
+    try:
+        done = captions.caption_pending(lib, None, progress=progress, cancel=stop)
+    except (LibraryError, EncoderError) as exc:
+        print(f"captioning skipped: {exc}", file=sys.stderr)
+        return
+    print(f"{done.captioned} captioned, {done.tagged} tagged")
 
 
 def _filters(args: argparse.Namespace) -> Filters:

@@ -365,7 +365,10 @@ class AnnIndex:
         # Ask Annoy for enough candidates that k survive the filter (2x slack, plus the
         # dropped ids: deleted near-duplicates cluster around the query), then score them
         # exactly with the stored vectors: true cosines, comparable with the extras.
-        want = min(n, math.ceil(2 * k * n / n_valid) + min(len(drop_pos), 10 * k))
+        # Unfiltered, every candidate counts: no slack, which halves search_k (and the
+        # query's ANN time) for the common query with no filter at the same recall.
+        slack = 2 if n_valid < n else 1
+        want = min(n, math.ceil(slack * k * n / n_valid) + min(len(drop_pos), 10 * k))
         search_k = search_k_for(want, n)
         if exact or gen.ann is None or n_valid <= EXACT_MAX_ITEMS or search_k * ANN_CANDIDATE_COST >= n:
             return _hits(gen.ids, *_topk(gen.vectors, q, k, mask))

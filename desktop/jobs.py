@@ -527,7 +527,25 @@ class Indexer(QObject):
             return False
         self.last_report = report
         self.indexed.emit(report)
+        if self._model_ok and not report.cancelled:
+            self._caption_new(throttle)
         return not report.cancelled
+
+    def _caption_new(self, progress: Callable[[Progress], None]) -> None:
+        """Captions and tags for photos that have none yet, after each indexing pass.
+        A captioner that cannot run is reported; the photos stay indexed and searchable."""
+        from desktop import captions
+
+        try:
+            captions.caption_pending(self.lib, None, progress=progress, cancel=self._interrupt)
+        except Exception as exc:  # noqa: BLE001
+            _log_failure("captioning", exc)
+            self.failed.emit(f"Captioning stopped: {user_message(exc)}")
+
+    def _on_watch_batch(self, changes: list, report: IndexReport) -> None:
+        self.changed.emit(len(changes), report)
+        if report.encoded and self._model_ok:
+            self._caption_new(_Throttle(self.progressed.emit))
 
     def _watch(self) -> None:
         roots = [r for r in self.lib.roots() if r.watch and r.online]
@@ -543,7 +561,7 @@ class Indexer(QObject):
         try:
             self.lib.watch(
                 self._interrupt,
-                on_batch=lambda changes, report: self.changed.emit(len(changes), report),
+                on_batch=self._on_watch_batch,
                 progress=_Throttle(self.progressed.emit),
             )
         except Exception as exc:  # noqa: BLE001

@@ -423,7 +423,7 @@ def lumen(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
 def test_cli_end_to_end(capsys, photos: Path, home: Path, bank: Path, tmp_path: Path) -> None:
     h = ["--home", str(home)]
     assert lumen(capsys, "add", str(photos), *h, "--encoder", "colors")[0] == 0
-    assert lumen(capsys, "index", *h)[0] == 0
+    assert lumen(capsys, "index", "--no-captions", *h)[0] == 0
     code, out, _ = lumen(capsys, "caption", "--captioner", f"retrieval:{bank}", *h)
     assert code == 0 and "12 captioned" in out and "12 tagged" in out
 
@@ -472,3 +472,13 @@ def test_an_image_only_encoder_still_tags_without_the_default_captioner(indexed:
     assert report.captioner is None and report.captioned == 0
     with pytest.raises(EncoderError, match="joint"):
         captions.caption_pending(indexed, f"retrieval:{bank}")  # asked for by name: an error
+
+
+def test_consensus_reranking_is_on_for_big_banks_only(indexed: Library) -> None:
+    from plugins.retrieval import AUTO_CONSENSUS, Bank, RetrievalCaptioner
+
+    small = RetrievalCaptioner(indexed.encoder, Bank("small", ("a red photo",), "d1"))
+    big = RetrievalCaptioner(indexed.encoder, Bank("big", tuple(f"caption {i}" for i in range(5000)), "d2"))
+    assert small.consensus == 0 and "+consensus" not in small.id
+    assert big.consensus == AUTO_CONSENSUS and "+consensus1@" in big.id
+    assert RetrievalCaptioner(indexed.encoder, Bank("big", big.bank.texts, "d2"), consensus=0).consensus == 0

@@ -87,3 +87,12 @@ def test_console_script_runs_in_a_fresh_process(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     found = run("search", "red", "--json")
     assert found.returncode == 0 and json.loads(found.stdout)[0]["path"].endswith("a.jpg")
+
+
+def test_index_captions_and_tags_new_photos(capsys, photos: Path, home: Path) -> None:
+    h = ["--home", str(home), "--encoder", "colors"]
+    lumen(capsys, "add", str(photos), *h)
+    code, out, _ = lumen(capsys, "index", *h)
+    assert code == 0 and "12 captioned" in out
+    code, out, _ = lumen(capsys, "index", *h)  # nothing new: nothing captioned again
+    assert code == 0 and "0 captioned" in out
