@@ -466,3 +466,77 @@ def test_sidebar_shows_an_offline_library_and_switches_watching(qtbot, window: M
     qtbot.waitUntil(lambda: "offline" in window.sidebar.rows[str(photos)].counts.text(), timeout=WAIT_MS)
     assert "offline" in window.message_bar.text.text() and "kept" in window.message_bar.text.text()
     assert window.model.rowCount() == 12 or window.results is None or window.results.browsing  # photos kept
+
+
+def item_named(widget, name: str):
+    return next(widget.item(i) for i in range(widget.count())
+                if widget.item(i).data(Qt.ItemDataRole.UserRole) == name)
+
+
+def click_item(qtbot, widget, item) -> None:
+    widget.scrollToItem(item)
+    qtbot.mouseClick(widget.viewport(), Qt.MouseButton.LeftButton, pos=widget.visualItemRect(item).center())
+
+
+def test_clicking_a_tag_in_the_sidebar_shows_its_photos(qtbot, window: MainWindow, lib: Library,
+                                                       photos: Path) -> None:
+    from desktop import captions
+
+    lib.add_root(photos)
+    start_and_wait(qtbot, window)
+    qtbot.waitUntil(lambda: window.model.rowCount() == 12, timeout=WAIT_MS)
+    for name in ("red-1.jpg", "sub/blue-2.png"):
+        captions.set_tags(lib, lib.catalog.photo_by_path(str(photos / name)).id, ["holiday"])
+    panel = window.sidebar.tags
+    panel.refresh()
+    qtbot.waitUntil(lambda: "holiday" in panel.visible_tags(), timeout=WAIT_MS)
+    click_item(qtbot, panel.tag_list, item_named(panel.tag_list, "holiday"))
+    qtbot.waitUntil(lambda: window.listing == "Tag “holiday”", timeout=WAIT_MS)
+    assert sorted(names(window)) == ["blue-2.png", "red-1.jpg"]
+    assert not window.model.browsing and "2 photos" in window.count_label.text()
+    # A query typed afterwards replaces the tag's photos, as any new search does.
+    qtbot.keyClicks(window.search_bar.edit, "yellow")
+    qtbot.waitUntil(lambda: window.listing is None and window.results.query == Query("yellow"), timeout=WAIT_MS)
+
+
+def test_editing_a_caption_in_the_detail_panel_makes_it_findable(qtbot, window: MainWindow, lib: Library,
+                                                                 photos: Path) -> None:
+    from desktop import captions
+
+    lib.add_root(photos)
+    start_and_wait(qtbot, window)
+    qtbot.waitUntil(lambda: window.model.rowCount() == 12, timeout=WAIT_MS)
+    window.grid.setCurrentIndex(window.model.index(names(window).index("green-1.jpg"), 0))
+    editor = window.detail.editor
+    photo_id = lib.catalog.photo_by_path(str(photos / "green-1.jpg")).id
+    qtbot.waitUntil(lambda: editor.photo_id == photo_id and editor._loaded is not None, timeout=WAIT_MS)
+    editor.caption_edit.setPlainText("Lake Constance at noon")
+    editor.tags_edit.setText("lake, holiday")
+    assert editor.save_button.isEnabled()
+    with qtbot.waitSignal(window.detail.text_changed, timeout=WAIT_MS) as sig:
+        qtbot.mouseClick(editor.save_button, Qt.MouseButton.LeftButton)
+    assert sig.args == [photo_id]
+    assert [Path(h.path).name for h in captions.find_words(lib, "constance")] == ["green-1.jpg"]
+    qtbot.waitUntil(lambda: editor.source_label.text() == "Your caption.", timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: "holiday" in window.sidebar.tags.visible_tags(), timeout=WAIT_MS)  # panel refreshed
+
+
+def test_saving_the_current_search_as_an_album_lists_and_opens_it(qtbot, window: MainWindow, lib: Library,
+                                                                  photos: Path, monkeypatch) -> None:
+    from desktop.ui import main_window as main_window_module
+
+    lib.add_root(photos)
+    start_and_wait(qtbot, window)
+    assert not window.save_album_button.isEnabled()  # nothing typed: nothing to save
+    qtbot.keyClicks(window.search_bar.edit, "red")
+    qtbot.waitUntil(lambda: window.results is not None and window.results.query == Query("red"), timeout=WAIT_MS)
+    assert window.save_album_button.isEnabled()
+    asked: list[str] = []
+    monkeypatch.setattr(main_window_module, "ask_album_name", lambda parent, query: asked.append(query) or "Reds")
+    panel = window.sidebar.tags
+    qtbot.mouseClick(window.save_album_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.album_names() == ["Reds"], timeout=WAIT_MS)
+    assert asked == ["red"] and [a.query for a in lib.catalog.albums()] == ["red"]
+    click_item(qtbot, panel.album_list, item_named(panel.album_list, "Reds"))
+    qtbot.waitUntil(lambda: window.listing == "Album “Reds”", timeout=WAIT_MS)
+    assert sorted(names(window)[:2]) == ["red-1.jpg", "red-2.png"]

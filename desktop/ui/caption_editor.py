@@ -46,9 +46,9 @@ class CaptionEditor(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(4)
-        head = QLabel("Caption", self)
-        head.setObjectName("SectionTitle")
-        layout.addWidget(head)
+        self.head = QLabel("Caption", self)  # a host with its own caption header may hide it
+        self.head.setObjectName("SectionTitle")
+        layout.addWidget(self.head)
         self.caption_edit = QPlainTextEdit(self)
         self.caption_edit.setPlaceholderText("Describe this photo in your own words")
         self.caption_edit.setFixedHeight(64)

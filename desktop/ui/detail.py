@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 from datetime import datetime
-from html import escape
 
 from PySide6.QtCore import QRect, QSize, Qt, QUrl, Signal
 from PySide6.QtGui import QColor, QDesktopServices, QImage, QPainter, QPaintEvent, QPixmap
@@ -28,6 +27,8 @@ from PySide6.QtWidgets import (
 from desktop.catalog import Photo
 from desktop.jobs import Details, Jobs, load_preview, photo_details
 from desktop.library import Hit
+from desktop.ui.caption_editor import CaptionEditor
+from desktop.ui.tags_panel import jobs_runner
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ class Preview(QWidget):
 
 class DetailPanel(QFrame):
     similar_requested = Signal(int, str)  # photo id, path
+    text_changed = Signal(int)  # photo id: its caption or tags changed (edited or described)
 
     def __init__(self, jobs: Jobs, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -173,19 +175,19 @@ class DetailPanel(QFrame):
         self.caption_button.clicked.connect(self._caption_clicked)
         caption_head.addWidget(self.caption_button)
         layout.addLayout(caption_head)
+        # One status line under the header ("Describing…", what the captioner wrote, errors);
+        # the caption and tags themselves are shown and edited in the editor below.
         self.caption = QLabel("", body)
-        self.caption.setObjectName("Caption")
+        self.caption.setObjectName("Hint")
         self.caption.setWordWrap(True)
         self.caption.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.caption.hide()
         layout.addWidget(self.caption)
-        tags_head = QLabel("Tags", body)
-        tags_head.setObjectName("SectionTitle")
-        layout.addWidget(tags_head)
-        self.tags = QLabel("", body)
-        self.tags.setObjectName("Tags")
-        self.tags.setWordWrap(True)
-        self.tags.setTextFormat(Qt.TextFormat.RichText)
-        layout.addWidget(self.tags)
+        self.editor = CaptionEditor(jobs.library, runner=jobs_runner(jobs), parent=body)
+        self.editor.head.hide()  # the "Caption" header with "Describe" above stands for it
+        self.editor.saved.connect(self._editor_saved)
+        self.editor.failed.connect(self._set_status)
+        layout.addWidget(self.editor)
         layout.addStretch(1)
         self.captioner: str | None = None
         self.show_hit(None)
@@ -210,23 +212,26 @@ class DetailPanel(QFrame):
             self.path.setText("Select a photo to see it here.")
             for value in self.fields.values():
                 value.setText("—")
-            self.caption.setText("")
-            self.tags.setText("")
+            self._set_status("")
+            self.editor.set_photo(None)
             self.preview.set_pixmap(None, "")
             return
         photo = hit.photo
         self.title.setText(os.path.basename(photo.path))
         self.path.setText(photo.path + ("" if photo.online else "  (library offline)"))
         self._fill(photo, hit.score, browsing)
-        self.caption.setText("…")
-        self.tags.setText("")
+        self._set_status("")
+        self.editor.set_photo(photo.id)
         self.preview.set_pixmap(None, "Loading preview…")
-        self.jobs.run(photo_details, self.jobs.library, photo.id,
-                      on_result=lambda d, pid=photo.id: self._details_loaded(pid, d),
-                      on_error=lambda m, pid=photo.id: self._details_failed(pid, m))
+        self._load_details(photo.id)
         self.jobs.run(load_preview, self.jobs.library, photo,
                       on_result=lambda img, pid=photo.id: self._preview_loaded(pid, img),
                       on_error=lambda m, pid=photo.id: self._preview_failed(pid, m))
+
+    def reload(self) -> None:
+        """Read the selected photo's details again (after its caption or tags changed)."""
+        if self.hit is not None:
+            self._load_details(self.hit.photo.id)
 
     def set_captioner(self, spec: str | None) -> None:
         """None: the library's own choice (the captions feature's default)."""
@@ -251,27 +256,30 @@ class DetailPanel(QFrame):
         if not self._current(photo_id):
             return
         if details is None:
-            self.caption.setText("This photo is no longer in the library.")
+            self._set_status("This photo is no longer in the library.")
             return
         self.details = details
         others = [p for p in details.paths if p != details.photo.path]
         self.fields["Also at"].setText("\n".join(others) if others else "—")
-        if details.captions:
-            best = details.captions[0]
-            source = "you" if best.edited else best.source
-            self.caption.setText(f"{best.text}\n— {source}")
-        else:
-            self.caption.setText("No caption yet.")
-        if details.tags:
-            self.tags.setText(" ".join(
-                f"<span style='background:#30343b; color:#d5d8dd;'>&nbsp;{escape(tag)}&nbsp;</span>"
-                for tag in details.tags[:24]))
-        else:
-            self.tags.setText("<span style='color:#7d828b'>No tags yet.</span>")
 
     def _details_failed(self, photo_id: int, message: str) -> None:
         if self._current(photo_id):
-            self.caption.setText(message)
+            self._set_status(message)
+
+    def _load_details(self, photo_id: int) -> None:
+        self.jobs.run(photo_details, self.jobs.library, photo_id,
+                      on_result=lambda d, pid=photo_id: self._details_loaded(pid, d),
+                      on_error=lambda m, pid=photo_id: self._details_failed(pid, m))
+
+    def _set_status(self, text: str) -> None:
+        self.caption.setText(text)
+        self.caption.setVisible(bool(text))
+
+    def _editor_saved(self, photo_id: int) -> None:
+        self._set_status("")
+        if self._current(photo_id):
+            self.reload()
+        self.text_changed.emit(photo_id)
 
     def _preview_loaded(self, photo_id: int, image: QImage) -> None:
         if self._current(photo_id):
@@ -294,16 +302,19 @@ class DetailPanel(QFrame):
             return
         photo = self.hit.photo
         self.caption_button.setEnabled(False)
-        self.caption.setText("Describing…")
+        self._set_status("Describing…")
 
         def done(text: str) -> None:
             self.caption_button.setEnabled(True)
             if self._current(photo.id):
-                self.caption.setText(f"{text}\n— {self.captioner or 'captioner'}")
+                self._set_status(f"{self.captioner or 'The captioner'} wrote: {text}")
+                self.editor.set_photo(photo.id)  # shows it, unless the user's own caption wins
+                self.reload()
+            self.text_changed.emit(photo.id)
 
         def failed(message: str) -> None:
             self.caption_button.setEnabled(True)
             if self._current(photo.id):
-                self.caption.setText(message)
+                self._set_status(message)
 
         self.jobs.caption(photo, self.captioner, on_result=done, on_error=failed)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 
 from PySide6.QtCore import QByteArray, QItemSelectionModel, QModelIndex, QSettings, Qt, QTimer, Signal
@@ -15,6 +16,7 @@ from PySide6.QtGui import QAction, QCloseEvent, QImage, QKeySequence
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
     QMainWindow,
     QProgressBar,
@@ -25,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop import captions
 from desktop.jobs import Jobs, Query, Results, format_duration, load_small_image
 from desktop.library import IndexReport, LibraryStatus, Progress
 from desktop.ui.detail import DetailPanel
@@ -32,12 +35,19 @@ from desktop.ui.grid import HitRole, PhotoGrid, PhotoModel
 from desktop.ui.search_bar import SearchBar
 from desktop.ui.settings_dialog import SettingsDialog, saved_captioner
 from desktop.ui.sidebar import ProblemsDialog, Sidebar
+from desktop.ui.tags_panel import jobs_runner
 
 log = logging.getLogger(__name__)
 
 STAGES = {"scan": "Looking for photos", "hash": "Reading new files", "encode": "Analysing photos",
           "index": "Building the search index"}
 BROWSE_REFRESH_MS = 2500  # while indexing with no query, new photos appear this often
+
+
+def ask_album_name(parent: QWidget, query: str) -> str | None:
+    """Ask for the name of a smart album saved from `query` (tests replace this)."""
+    name, ok = QInputDialog.getText(parent, "Save search as album", f"Album name for “{query}”:", text=query)
+    return name.strip() if ok and name.strip() else None
 
 
 class MessageBar(QFrame):
@@ -110,6 +120,9 @@ class MainWindow(QMainWindow):
         self.results: Results | None = None
         self._closing = False
         self._searching = False
+        self.listing: str | None = None  # what the grid shows when not a query's results ("Tag “red”")
+        self._listing_token = 0
+        self._listing_seq = -1  # Jobs.latest_seq when the last listing started: searches up to it are stale
 
         central = QWidget(self)
         central.setObjectName("Central")
@@ -133,6 +146,14 @@ class MainWindow(QMainWindow):
         self.count_label.setMinimumWidth(150)
         self.count_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         top_layout.addWidget(self.count_label)
+        self.save_album_button = QToolButton(top)
+        self.save_album_button.setObjectName("SaveAlbumButton")
+        self.save_album_button.setText("Save as album…")
+        self.save_album_button.setToolTip("Save the words of this search as a smart album (it fills in as "
+                                          "photos arrive)")
+        self.save_album_button.setEnabled(False)
+        self.save_album_button.clicked.connect(self.save_search_as_album)
+        top_layout.addWidget(self.save_album_button)
         self.settings_button = QToolButton(top)
         self.settings_button.setObjectName("SettingsButton")
         self.settings_button.setText("Settings")
@@ -155,7 +176,7 @@ class MainWindow(QMainWindow):
         for i, (stretch, minimum) in enumerate(((0, 200), (1, 300), (0, 260))):
             self.splitter.setStretchFactor(i, stretch)  # the grid takes what the window gains
             self.splitter.widget(i).setMinimumWidth(minimum)
-        self.splitter.setSizes([250, 760, 360])
+        self.splitter.setSizes([260, 750, 360])
         self.splitter.setCollapsible(1, False)
         outer.addWidget(self.splitter, 1)
 
@@ -191,12 +212,19 @@ class MainWindow(QMainWindow):
     def _wire(self) -> None:
         jobs, indexer = self.jobs, self.jobs.indexer
         self.search_bar.query_changed.connect(self.run_query)
+        self.search_bar.query_changed.connect(
+            lambda query: self.save_album_button.setEnabled(bool(query.text.strip())))
+        tags = self.sidebar.tags
+        tags.tag_activated.connect(self.show_tag)
+        tags.album_activated.connect(self.show_album)
+        tags.failed.connect(lambda text: self.message_bar.show_message(text, "warning"))
+        self.detail.text_changed.connect(lambda _photo_id: tags.refresh())
         self.search_bar.images_added.connect(self._load_chip_images)
         self.search_bar.drop_rejected.connect(lambda text: self.message_bar.show_message(text, "warning"))
         self.grid.images_dropped.connect(self.search_bar.add_images)
         self.grid.selectionModel().currentChanged.connect(self._current_changed)
         self.detail.similar_requested.connect(self.find_similar)
-        jobs.searched.connect(self._searched)
+        jobs.searched.connect(self._query_searched)
         jobs.search_failed.connect(self._search_failed)
         jobs.failed.connect(lambda text: self.message_bar.show_message(text, "error"))
         jobs.library_changed.connect(self._library_changed)
@@ -214,6 +242,7 @@ class MainWindow(QMainWindow):
     def start(self, folder: str | None = None) -> None:
         """After the window is shown: load the model, index (resuming), and show photos."""
         self.sidebar.refresh()
+        self.sidebar.tags.refresh()
         self.search_bar.refresh()
         if self.jobs.library.readonly:
             # The other process indexes and watches; this one only searches.
@@ -235,6 +264,25 @@ class MainWindow(QMainWindow):
         if not query.empty():
             self.count_label.setText("Searching…")
         self.jobs.search(query)
+
+    def show_tag(self, tag: str) -> None:
+        """Fill the grid with the photos tagged `tag` (found on a worker, shown like results)."""
+        lib = self.jobs.library
+        self._show_listing(f"Tag “{tag}”", Query(text=f"tag:{tag}"), lambda: captions.photos_with_tag(lib, tag))
+
+    def show_album(self, name: str) -> None:
+        """Fill the grid with a smart album's photos as they are now."""
+        lib = self.jobs.library
+        self._show_listing(f"Album “{name}”", Query(text=name), lambda: captions.album_photos(lib, name))
+
+    def save_search_as_album(self) -> None:
+        """Save the search bar's words as a smart album (listed in the sidebar)."""
+        text = self.search_bar.query().text.strip()
+        if not text:
+            return
+        name = ask_album_name(self, text)
+        if name:
+            self.sidebar.tags.save_album(name, text)
 
     def find_similar(self, photo_id: int, path: str) -> None:
         self.search_bar.set_similar(photo_id, path)
@@ -264,6 +312,36 @@ class MainWindow(QMainWindow):
             self.message_bar.show_message(
                 f"Re-indexing with {dialog.choice().encoder} in the background; search uses the current "
                 "model until it is done.", "info")
+
+    def _show_listing(self, label: str, query: Query, fn: Callable[[], list]) -> None:
+        # Like a query: newer searches make it stale and it makes searches in flight stale.
+        self._listing_token += 1
+        token, seq = self._listing_token, self.jobs.latest_seq
+        self._listing_seq = seq
+        self._searching = True
+        self.count_label.setText("Searching…")
+        started = time.monotonic()
+
+        def done(hits: list) -> None:
+            if token != self._listing_token or self.jobs.latest_seq != seq:
+                return  # another tag, album or query was asked for since
+            self._searched(Results(query, hits, seq, time.monotonic() - started, browsing=False))
+            self.listing = label
+            n = len(hits)
+            self.count_label.setText(f"{label} · {n} photo{'s' if n != 1 else ''}")
+            self.grid.empty_text = "No photos here yet."
+
+        def failed(message: str) -> None:
+            if token == self._listing_token and self.jobs.latest_seq == seq:
+                self._search_failed(message)
+
+        jobs_runner(self.jobs)(fn, done, failed)
+
+    def _query_searched(self, results: Results) -> None:
+        if results.seq <= self._listing_seq:
+            return  # a tag or album was opened after this query started
+        self.listing = None
+        self._searched(results)
 
     def _searched(self, results: Results) -> None:
         self._searching = False
@@ -344,6 +422,7 @@ class MainWindow(QMainWindow):
                 f"Up to date · {report.encoded} photos analysed in {report.seconds:.1f} s"
                 + (f" ({report.images_per_s:.0f} images/s)" if report.encoded else ""))
         self.sidebar.refresh()
+        self.sidebar.tags.refresh()
         self._refresh_browse()
         problems = report.skipped + report.problems
         if report.offline:
@@ -360,6 +439,7 @@ class MainWindow(QMainWindow):
         self.status_label.setText(f"{changes} change{'s' if changes != 1 else ''} on disk applied · watching")
         self.progress.hide()
         self.sidebar.refresh()
+        self.sidebar.tags.refresh()
         self.search_bar.refresh()
         if report.skipped or report.problems:
             n = report.skipped + report.problems
@@ -379,6 +459,7 @@ class MainWindow(QMainWindow):
         elif state == "watching":
             self.pause_button.hide()
             self.progress.hide()
+            self.sidebar.tags.refresh()  # captions of the last pass are written by now
         elif state == "idle" and not self.jobs.indexer.paused:
             self.pause_button.hide()
         if state == "loading":

@@ -1,5 +1,6 @@
 """The sidebar: library folders (add, remove, online/offline, watch on/off), photo
-counts, files that could not be used, and which model answers queries.
+counts, files that could not be used, which model answers queries, and below the
+libraries the smart albums and tag browser (`TagsPanel`).
 
 Built from `Jobs` alone: every read and write runs in a worker; `refresh()` asks for
 `Library.status()` and redraws from its answer.
@@ -32,6 +33,7 @@ from PySide6.QtWidgets import (
 from desktop.catalog import Skipped
 from desktop.jobs import Jobs
 from desktop.library import LibraryStatus, RootStatus
+from desktop.ui.tags_panel import TagsPanel, jobs_runner
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +165,10 @@ class Sidebar(QFrame):
         self.problems_button.clicked.connect(self.show_problems)
         self.problems_button.hide()
         layout.addWidget(self.problems_button)
+        # Under the libraries: smart albums and the tag browser (the window wires their clicks).
+        self.tags = TagsPanel(jobs.library, runner=jobs_runner(jobs), parent=self)
+        self.tags.layout().setContentsMargins(0, 8, 0, 0)
+        layout.addWidget(self.tags, 2)
         self.model_label = QLabel("", self)
         self.model_label.setObjectName("ModelLabel")
         self.model_label.setWordWrap(True)
