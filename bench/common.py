@@ -38,8 +38,22 @@ SHARED = REPO.parent / "shared"
 PHOTOS = SHARED / "data" / "photos"
 OUT = Path(os.environ.get("LUMEN_BENCH_OUT", REPO / "bench" / "out"))
 
-# The encoder ids the synthetic catalogs are built for (speed does not depend on weights).
-DEFAULT_CLIP = "clip:MobileCLIP-S2:random"
+
+
+def _default_clip() -> str:
+    """The default CLIP model's architecture with random weights (speed does not depend on
+    the weights). Importing the plugin is cheap: no torch."""
+    try:
+        from plugins.clip import DEFAULT_MODEL
+    except ImportError:
+        return "clip:ViT-B-32:random"
+    return f"clip:{DEFAULT_MODEL.split(':')[0]}:random"
+
+
+DEFAULT_CLIP = _default_clip()
+# The cached 512-d synthetic catalogs were first built under this id; a request for another
+# encoder of the same width relabels them in place (an UPDATE, not a rebuild).
+SYNTH_BUILD_ID = "clip:MobileCLIP-S2:random"
 SYNTH_DIM = 512
 SYNTH_CLUSTERS = 1000
 
@@ -249,17 +263,17 @@ def source_photos(min_mp: float = 1.0, max_mp: float = 22.0) -> list[tuple[Path,
     return [(Path(p), mp, f) for p, mp, f in found if min_mp <= mp <= max_mp and Path(p).is_file()]
 
 
-def photo_set(n: int, min_mp: float = 1.0, max_mp: float = 22.0) -> Path:
+def photo_set(n: int, min_mp: float = 1.0, max_mp: float = 22.0, formats: tuple[str, ...] = ()) -> Path:
     """A folder of n distinct photo files made from the real camera photos (cached).
 
     Copy i of a source gets 16 unique bytes appended: JPEG decoders stop at the
     end-of-image marker and HEIF readers at the last box, so the pixels are the same,
     but the content hash differs, as it would for n different photos."""
-    folder = OUT / f"photos-{n}-{min_mp:g}-{max_mp:g}mp"
+    folder = OUT / (f"photos-{n}-{min_mp:g}-{max_mp:g}mp" + ("-" + "-".join(formats).lower() if formats else ""))
     marker = OUT / f"{folder.name}.complete"
     if marker.exists():
         return folder
-    sources = source_photos(min_mp, max_mp)
+    sources = [s for s in source_photos(min_mp, max_mp) if not formats or s[2] in formats]
     if not sources:
         raise SystemExit(f"no photos in {PHOTOS} (../shared is only beside the developers' checkout)")
     shutil.rmtree(folder, ignore_errors=True)
@@ -343,7 +357,7 @@ def _index_params() -> dict[str, Any]:
     return {"trees": index.N_TREES, "format": index.FORMAT, "metric": index.METRIC}
 
 
-def synthetic_library(n: int, encoder_id: str = DEFAULT_CLIP, dim: int = SYNTH_DIM,
+def synthetic_library(n: int, encoder_id: str | None = None, dim: int = SYNTH_DIM,
                       build_index: bool = True, quiet: bool = False) -> SyntheticLibrary:
     """A Lumen data dir with n photos and their vectors in a real catalog (cached).
 
@@ -356,7 +370,9 @@ def synthetic_library(n: int, encoder_id: str = DEFAULT_CLIP, dim: int = SYNTH_D
     from desktop.index import AnnIndex
     from desktop.settings import encoder_slug, paths
 
-    key = hashlib.blake2b(json.dumps([n, encoder_id, dim, SYNTH_CLUSTERS, 2], sort_keys=True).encode(),
+    encoder_id = encoder_id or DEFAULT_CLIP
+    base = SYNTH_BUILD_ID if dim == SYNTH_DIM else encoder_id
+    key = hashlib.blake2b(json.dumps([n, base, dim, SYNTH_CLUSTERS, 2], sort_keys=True).encode(),
                           digest_size=4).hexdigest()
     home = OUT / f"synth-{n}-{key}"
     root = "/photos/synthetic"
@@ -374,6 +390,9 @@ def synthetic_library(n: int, encoder_id: str = DEFAULT_CLIP, dim: int = SYNTH_D
         done.write_text(json.dumps({"n": n, "encoder": encoder_id, "dim": dim,
                                     "seconds": round(time.perf_counter() - t0, 1)}))
         _say(quiet, f"  catalog: {time.perf_counter() - t0:.0f} s")
+    label = json.loads(done.read_text())["encoder"]
+    if label != encoder_id:
+        _relabel(home, label, encoder_id, quiet)
     params = _index_params()
     idx_done = home / "bench-index.json"
     if build_index and (not idx_done.exists() or json.loads(idx_done.read_text()) != params):
@@ -387,6 +406,32 @@ def synthetic_library(n: int, encoder_id: str = DEFAULT_CLIP, dim: int = SYNTH_D
         idx_done.write_text(json.dumps(params))
         _say(quiet, f"  index: {time.perf_counter() - t0:.0f} s")
     return lib
+
+
+def _relabel(home: Path, old: str, new: str, quiet: bool) -> None:
+    """Store the synthetic vectors under another encoder id (same width): catalog rows,
+    the index folder, and the cache's own record."""
+    from desktop.settings import encoder_slug, paths
+
+    t0 = time.perf_counter()
+    _say(quiet, f"relabelling {home.name}: {old} -> {new} ...")
+    conn = sqlite3.connect(paths(home).catalog)
+    conn.execute("PRAGMA synchronous=OFF")
+    with conn:
+        conn.execute("UPDATE vectors SET encoder=? WHERE encoder=?", (new, old))
+        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('encoder.spec', ?)", (new,))
+        conn.execute("DELETE FROM meta WHERE key='encoder.complete'")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    src, dst = paths(home).index_dir / encoder_slug(old), paths(home).index_dir / encoder_slug(new)
+    if src.exists():
+        shutil.rmtree(dst, ignore_errors=True)
+        src.rename(dst)
+    done = home / "bench-catalog.json"
+    info = json.loads(done.read_text())
+    info["encoder"] = new
+    done.write_text(json.dumps(info))
+    _say(quiet, f"  relabelled in {time.perf_counter() - t0:.0f} s")
 
 
 def _say(quiet: bool, msg: str) -> None:

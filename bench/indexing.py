@@ -24,6 +24,7 @@ ImageNet weights from ../shared; its image side is what indexing runs).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import shutil
 import tempfile
@@ -83,9 +84,11 @@ class EncoderRun:
 
 
 class TensorPath:
-    """The encoder split in two: `prep` (PIL images -> input tensor) and `forward` (tensor ->
-    unit vectors), exactly the work `encode_images` does, so the ceiling can time the
-    forward pass alone on tensors made in advance."""
+    """The encoder with its preprocessing taken out: `prep` turns PIL images into the
+    tensors the encoder's own preprocessing makes, and `forward` runs the encoder's own
+    `encode_images` on those tensors with preprocessing swapped for the identity while it
+    runs, so the ceiling times exactly the model code indexing runs, minus decode and
+    preprocessing (robust to how a plugin structures its forward pass)."""
 
     def __init__(self, enc: Any) -> None:
         import torch
@@ -93,35 +96,45 @@ class TensorPath:
         from plugins.clip.encoder import ClipEncoder
 
         self.enc = enc
-        self.torch = torch
         if isinstance(enc, ClipEncoder):
-            m = enc.model
-            self.prep: Callable[[Sequence[Any]], Any] = lambda ims: torch.stack([m.preprocess(i) for i in ims])
-            self.forward: Callable[[Any], np.ndarray] = lambda x: enc._forward(m.model.encode_image, x)
+            real = enc.model.preprocess
+            self.prep: Callable[[Sequence[Any]], list[Any]] = lambda ims: [real(i) for i in ims]
+
+            @contextlib.contextmanager
+            def identity() -> Any:
+                enc.model.preprocess = lambda t: t
+                try:
+                    yield
+                finally:
+                    enc.model.preprocess = real
+
+            self._identity = identity
             return
         from plugins.bert_resnet import model as M
         from plugins.bert_resnet.encoder import BertResnetEncoder
 
         if not isinstance(enc, BertResnetEncoder):
             raise TypeError(f"no tensor path for {type(enc).__name__}")
-        self.prep = lambda ims: M.preprocess(ims)
+        real_pre = M.preprocess
+        self.prep = lambda ims: list(real_pre(ims))
 
-        def forward(x: Any) -> np.ndarray:
-            lm = enc.model
-            heads = lm.heads
-            tail = heads.cfg.img_tail if heads is not None else 0
-            views = [x, x.flip(-1)] if heads is not None and heads.cfg.flip_tta else [x]
-            out = []
-            with enc._run_lock, torch.inference_mode():
-                for v in views:
-                    trunk = lm.cnn.trunk(v, tail)
-                    if heads is None:
-                        out.append(lm.cnn.pool(lm.cnn.run_tail(trunk, tail)).numpy())
-                    else:
-                        out.append(heads.image_from_trunk(trunk).numpy())
-            return np.mean(out, axis=0)
+        @contextlib.contextmanager
+        def identity_bert() -> Any:
+            def pre(tensors: Sequence[Any], size: int = 0, flip: bool = False) -> Any:
+                x = torch.stack(list(tensors))
+                return x.flip(-1) if flip else x
 
-        self.forward = forward
+            M.preprocess = pre
+            try:
+                yield
+            finally:
+                M.preprocess = real_pre
+
+        self._identity = identity_bert
+
+    def forward(self, tensors: Sequence[Any]) -> np.ndarray:
+        with self._identity():
+            return self.enc.encode_images(tensors)
 
 
 def make_encoder(spec: str) -> tuple[Any, float]:
@@ -211,8 +224,13 @@ def bench_encoder(spec: str, folder: Path, reps: int, naive_n: int) -> EncoderRu
     tp = TensorPath(enc)
     decoded = [im for _, im in images.iter_decoded([str(p) for p in paths], size=DECODE_SIZE)]
     batches = [tp.prep(decoded[i : i + BATCH]) for i in range(0, n, BATCH)]
+    decoded_head = decoded[:2]
     del decoded
     tp.forward(batches[0][: min(4, len(batches[0]))])  # warm-up: oneDNN kernels, allocator
+    check = tp.forward(batches[0][:2])
+    want = enc.encode_images(decoded_head)
+    if not np.allclose(check, want, atol=1e-4):  # the ceiling must time the same computation
+        raise RuntimeError(f"{spec}: the tensor path disagrees with encode_images")
     naive_paths = paths[:naive_n]
     for rep in range(reps):
         log.warning("  %s rep %d/%d: ceiling ...", spec, rep + 1, reps)
@@ -255,12 +273,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--naive-n", type=int, help="photos for the naive loop (default: all)")
     ap.add_argument("--clip", help="open_clip architecture (default: the clip plugin's default model)")
     ap.add_argument("--encoders", nargs="*", help="encoder specs (overrides --clip)")
+    ap.add_argument("--formats", nargs="*", default=[], help="only these source formats, e.g. JPEG")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
     n = args.n or (8 if args.quick else 200)
     reps = args.reps or 1
-    folder = photo_set(n, max_mp=4.0) if args.quick else photo_set(n)
+    formats = tuple(f.upper() for f in args.formats)
+    folder = photo_set(n, max_mp=4.0, formats=formats) if args.quick else photo_set(n, formats=formats)
     specs = args.encoders or default_specs(args.quick, args.clip)
     t = Table(
         f"Indexing throughput, {photo_set_summary(folder)}",
