@@ -418,16 +418,7 @@ def meaning_text(text: str) -> str:
 
 
 def _allowed(lib: Library, filters: Filters | None) -> np.ndarray | None:
-    if filters is None or filters.empty():
-        return None
-    cat = lib.catalog
-    root_id = None
-    if filters.root:
-        root = cat.root_by_path(filters.root)
-        if root is None:
-            raise LibraryError(f"{filters.root}: not a library")
-        root_id = root.id
-    return cat.filtered_ids(root_id, filters.folder, filters.date_from, filters.date_to, filters.exts)
+    return lib.allowed_ids(filters)
 
 
 def find_words(lib: Library, text: str, k: int = 1000, filters: Filters | None = None) -> list[Found]:

@@ -486,6 +486,19 @@ class Library:
         hits = self.search_vectors(vec[None, :], k + 1, filters=filters, encoder_id=encoder.id)[0]
         return [h for h in hits if h.photo_id != own][:k]
 
+    def allowed_ids(self, filters: Filters | None) -> np.ndarray | None:
+        """Photo ids that pass the filters, or None when nothing is filtered."""
+        if filters is None or filters.empty():
+            return None
+        cat = self._cat()
+        root_id = None
+        if filters.root:
+            root = cat.root_by_path(filters.root)
+            if root is None:
+                raise LibraryError(f"{filters.root}: not a library")
+            root_id = root.id
+        return cat.filtered_ids(root_id, filters.folder, filters.date_from, filters.date_to, filters.exts)
+
     def search_vectors(
         self,
         queries: np.ndarray,
@@ -502,17 +515,7 @@ class Library:
         if idx.built_version is not None and idx.built_version > cat.max_vector_rowid(eid):
             idx.load()  # another process rebuilt it (the writer app while we are read-only)
         extra_ids, extra_vecs, _ = cat.vectors(eid, since_rowid=idx.built_version or 0)
-        allowed = None
-        if filters is not None and not filters.empty():
-            root_id = None
-            if filters.root:
-                root = cat.root_by_path(filters.root)
-                if root is None:
-                    raise LibraryError(f"{filters.root}: not a library")
-                root_id = root.id
-            allowed = cat.filtered_ids(
-                root_id, filters.folder, filters.date_from, filters.date_to, filters.exts
-            )
+        allowed = self.allowed_ids(filters)
         want = k + 8  # a few spare for photos deleted since the build
         raw = idx.search(
             queries.astype(np.float32),
