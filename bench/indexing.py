@@ -202,19 +202,18 @@ def run_naive(enc: Any, paths: list[Path]) -> float:
     return len(paths) / (time.perf_counter() - t)
 
 
-def run_decode(paths: list[Path]) -> float:
+def run_decode(paths: list[Path], size: int) -> float:
     from desktop import images
-    from desktop.indexer import DECODE_SIZE
 
     t = time.perf_counter()
-    for _ in images.iter_decoded([str(p) for p in paths], size=DECODE_SIZE):
+    for _ in images.iter_decoded([str(p) for p in paths], size=size):
         pass
     return len(paths) / (time.perf_counter() - t)
 
 
 def bench_encoder(spec: str, folder: Path, reps: int, naive_n: int) -> EncoderRun:
     from desktop import images
-    from desktop.indexer import DECODE_SIZE
+    from desktop.indexer import decode_size
 
     run = EncoderRun(spec)
     enc, run.load_s = make_encoder(spec)
@@ -222,7 +221,8 @@ def bench_encoder(spec: str, folder: Path, reps: int, naive_n: int) -> EncoderRu
     paths = sorted(p for p in folder.rglob("*") if p.is_file() and images.is_image_path(p))
     n = len(paths)
     tp = TensorPath(enc)
-    decoded = [im for _, im in images.iter_decoded([str(p) for p in paths], size=DECODE_SIZE)]
+    size = decode_size(enc)  # what the pipeline decodes to for this encoder
+    decoded = [im for _, im in images.iter_decoded([str(p) for p in paths], size=size)]
     batches = [tp.prep(decoded[i : i + BATCH]) for i in range(0, n, BATCH)]
     decoded_head = decoded[:2]
     del decoded
@@ -244,7 +244,7 @@ def bench_encoder(spec: str, folder: Path, reps: int, naive_n: int) -> EncoderRu
         run.stages.append(stages)
         log.warning("  %s rep %d/%d: naive ...", spec, rep + 1, reps)
         run.naive.append(run_naive(enc, naive_paths))
-        run.decode.append(run_decode(paths))
+        run.decode.append(run_decode(paths, size))
     rate, cpu = run_ceiling(tp, batches, n)  # bracket the pipeline runs: drift shows
     run.ceiling.append(rate)
     run.ceiling_cpu.append(cpu)

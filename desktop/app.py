@@ -18,7 +18,7 @@ from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtGui import QFont, QGuiApplication
 from PySide6.QtWidgets import QApplication, QMessageBox
 
-from desktop.jobs import Jobs
+from desktop.jobs import INDEXER_NICE, Jobs
 from desktop.library import Library, LibraryError
 from desktop.ui.grid import THUMB
 from desktop.ui.main_window import MainWindow
@@ -81,7 +81,10 @@ def run_app(argv: list[str]) -> int:
     settings = QSettings()
     device = args.device or saved_device(settings)
     try:
-        lib = Library(args.home, encoder=args.encoder, weights=args.weights, device=device)
+        # Models run in a child process: the window's process never imports torch (memory,
+        # and no GIL stalls while a model loads), and a lower priority keeps it responsive.
+        lib = Library(args.home, encoder=args.encoder, weights=args.weights, device=device,
+                      model_process=True, model_nice=INDEXER_NICE)
     except LibraryError as exc:
         log.error("cannot open the library: %s", exc)
         QMessageBox.critical(None, "Lumen", f"Cannot open the library.\n\n{exc}")

@@ -405,9 +405,10 @@ class Catalog:
 
     # ---- files and photos (scan side) ---------------------------------------------------
     def file_states(self, root_id: int) -> dict[str, FileState]:
-        rows = self.conn.execute(
-            "SELECT path, id, size, mtime, photo_id FROM files WHERE library_id=?", (root_id,)
-        )
+        """path -> FileState of every file of a library: what a re-scan compares with."""
+        # One query for the whole library (100 000+ rows), so per-row costs count.
+        rows = _fetchall_fast(self.conn, "SELECT path, id, size, mtime, photo_id FROM files WHERE library_id=?",
+                              (root_id,))
         return {path: FileState(i, size, mtime, photo) for path, i, size, mtime, photo in rows}
 
     def has_files(self, root_id: int) -> bool:
@@ -582,10 +583,15 @@ class Catalog:
         return [(r[0], r[1]) for r in rows]
 
     def count_to_encode(self, encoder: str) -> int:
+        """Photos photos_to_encode would hand out. Asked on every re-scan, so the vector test
+        comes first: for an encoded library it settles each photo with one primary-key
+        lookup, and files and libraries are only joined for photos that have no vector
+        (EXISTS instead of a join and COUNT(DISTINCT), which sorted every file)."""
         return self.conn.execute(
-            "SELECT COUNT(DISTINCT p.id) FROM photos p JOIN files f ON f.photo_id=p.id "
-            "JOIN libraries l ON l.id=f.library_id WHERE p.gone_at IS NULL AND p.status!='skipped' "
-            "AND l.online=1 AND NOT EXISTS (SELECT 1 FROM vectors v WHERE v.photo_id=p.id AND v.encoder=?)",
+            "SELECT COUNT(*) FROM photos p WHERE p.gone_at IS NULL AND p.status!='skipped' "
+            "AND NOT EXISTS (SELECT 1 FROM vectors v WHERE v.photo_id=p.id AND v.encoder=?) "
+            "AND EXISTS (SELECT 1 FROM files f JOIN libraries l ON l.id=f.library_id "
+            "WHERE f.photo_id=p.id AND l.online=1)",
             (encoder,),
         ).fetchone()[0]
 
@@ -664,6 +670,15 @@ class Catalog:
             for r in rows:
                 out[r[0]] = _photo(r)
         return out
+
+    def live_photos(self, limit: int | None = None) -> list[Photo]:
+        """The newest `limit` live photos by id (all when None), in id order: the window's
+        listing with no query. One query, no id list: 2x cheaper than photos(ids) at 100k."""
+        sql = self._PHOTO_SQL + "WHERE p.gone_at IS NULL ORDER BY p.id DESC"
+        rows = _fetchall_fast(self.conn, sql + (" LIMIT ?" if limit is not None else ""),
+                              (limit,) if limit is not None else ())
+        rows.reverse()
+        return [_photo(r) for r in rows]
 
     def photo_by_path(self, path: str) -> Photo | None:
         row = self.conn.execute(
@@ -1059,7 +1074,7 @@ class Catalog:
 
 
 def _photo(r: Sequence) -> Photo:
-    return Photo(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], bool(r[12]), r[13])
+    return Photo(*r[:12], bool(r[12]), r[13])
 
 
 def _qs(items: Sequence) -> str:
@@ -1095,6 +1110,26 @@ def _fs(path: str) -> str | bytes:
 def _text(raw: bytes) -> str:
     """sqlite3 text_factory: UTF-8, with the raw bytes of non-UTF-8 names kept as os does."""
     return raw.decode("utf-8", "surrogateescape")
+
+
+def _fetchall_fast(conn: sqlite3.Connection, sql: str, args: Sequence = ()) -> list:
+    """fetchall() for big results: text decoded in C (text_factory str) rather than by
+    _text per value, falling back to _text only when some name is not UTF-8 (sqlite3
+    then refuses to decode it)."""
+    conn.text_factory = str
+    try:
+        cursor, rows = conn.execute(sql, args), []
+        # In slices, not one fetchall(): between slices the GIL can pass to the GUI thread
+        # (one C call building 100 000 rows held it for ~150 ms).
+        while chunk := cursor.fetchmany(2000):
+            rows += chunk
+        return rows
+    except sqlite3.OperationalError as exc:
+        if "decode" not in str(exc):
+            raise
+    finally:
+        conn.text_factory = _text
+    return conn.execute(sql, args).fetchall()
 
 
 def _qs_text(items: Sequence) -> str:

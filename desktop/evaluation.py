@@ -259,7 +259,8 @@ class _AnnBudget:
             return
         from desktop import index
 
-        for name, value in (("EXACT_MAX_ITEMS", 0), ("SEARCH_K_MIN", self.search_k), ("SEARCH_K_PER_RESULT", 0)):
+        for name, value in (("EXACT_MAX_ITEMS", 0), ("SEARCH_K_MIN", self.search_k), ("SEARCH_K_PER_RESULT", 0),
+                            ("ANN_CANDIDATE_COST", 0)):
             self.saved[name] = getattr(index, name)
             setattr(index, name, value)
 

@@ -15,6 +15,8 @@ import math
 import os
 import re
 import stat
+import sys
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -156,7 +158,8 @@ def content_hash(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 
 
 def iter_decoded(
-    paths: Iterable[str], size: int = 256, workers: int = 2, lookahead: int = 32, with_meta: bool = False
+    paths: Iterable[str], size: int = 256, workers: int = 2, lookahead: int = 32, with_meta: bool = False,
+    nice: int = 0,
 ) -> Iterator[tuple[str, Any]]:
     """Decode ahead of the consumer on a few threads; yield (path, image or error) in input order.
 
@@ -166,6 +169,8 @@ def iter_decoded(
     `paths` is consumed lazily (a generator that pages through the catalog works).
     with_meta=True yields (path, (image, ImageMeta) or error): the header facts come
     from the same open as the pixels, so the caller never opens the file a second time.
+    nice > 0 lowers the decode threads' priority (Linux only) so a CPU-bound consumer, e.g.
+    torch's intra-op threads, is not preempted by decoders mid parallel region.
     """
 
     def work(p: str) -> Any:
@@ -179,7 +184,9 @@ def iter_decoded(
             yield p, work(p)
         return
     pending: deque[tuple[str, Future[Any]]] = deque()
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lumen-decode")
+    pool = ThreadPoolExecutor(
+        max_workers=workers, thread_name_prefix="lumen-decode", initializer=_lower_priority, initargs=(nice,)
+    )
     try:
         for p in paths:
             pending.append((p, pool.submit(work, p)))
@@ -194,6 +201,18 @@ def iter_decoded(
 
 
 # --- internals ---------------------------------------------------------------------------
+
+
+def _lower_priority(nice: int) -> None:
+    """Raise the calling thread's niceness by `nice`. Linux only: there setpriority() on a
+    thread id touches that thread alone; elsewhere the id would name a process."""
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError:  # e.g. a sandbox that forbids it: decoding at normal priority still works
+        log.debug("cannot lower the decode thread's priority", exc_info=True)
 
 
 def _checked(path: str | os.PathLike[str]) -> str:
@@ -221,7 +240,8 @@ def _decode(
             w, h = im.size  # as stored, before orientation; the long side is the same
             if min_short is not None:  # keep the short side >= min_short, but cap panoramas
                 max_side = min(math.ceil(min_short * max(w, h) / min(w, h)), 8 * min_short)
-            target = _fit(w, h, max_side)
+            target = _fit_short(w, h, min_short) if min_short is not None else None
+            target = target or _fit(w, h, max_side)
             if target is not None:
                 im.draft(None, target)  # JPEG only: DCT-domain 1/2..1/8 scaling, stays >= target
             im.load()  # force the whole decode here, inside the guard
@@ -242,6 +262,17 @@ def _fit(w: int, h: int, max_side: int | None) -> tuple[int, int] | None:
         return None
     r = max_side / max(w, h)
     return (max_side, max(1, round(h * r))) if w >= h else (max(1, round(w * r)), max_side)
+
+
+def _fit_short(w: int, h: int, short: int) -> tuple[int, int] | None:
+    """Short side exactly `short`, long side as torchvision's Resize(short) computes it, so an
+    encoder whose preprocessing resizes to `short` finds the size already right and skips its
+    own (second, costly) bicubic pass. None for panoramas past the 8:1 cap and small images."""
+    s, long_ = min(w, h), max(w, h)
+    if s <= short or long_ > 8 * s:
+        return None
+    other = int(short * long_ / s)
+    return (short, other) if w <= h else (other, short)
 
 
 def _meta(p: str, im: Image.Image) -> tuple[ImageMeta, int | None]:

@@ -33,6 +33,9 @@ T = TypeVar("T")
 
 ENCODE_BATCH = 32
 DECODE_SIZE = 256  # encoders look at ~224 px; JPEGs are draft-decoded to about this
+# Decode threads run below torch's: with as many intra-op threads as cores, a decoder that
+# preempts one of them stalls the whole parallel region at its barrier (measured on 2 cores).
+DECODE_NICE = 10
 HASH_WORKERS = 4
 WRITE_CHUNK = 500
 RESCAN_INTERVAL_S = 300.0  # roots whose watcher failed are rescanned this often
@@ -210,7 +213,8 @@ class Indexer:
                     yield row[1]
 
         # with_meta: width/height/EXIF come from the decoder's own open of the file.
-        decoded = images.iter_decoded(paths(), size=DECODE_SIZE, with_meta=True)
+        size = decode_size(encoder)
+        decoded = images.iter_decoded(paths(), size=size, with_meta=True, nice=DECODE_NICE)
         try:
             for batch in _batches(((todo.popleft(), r) for r in decoded), ENCODE_BATCH):
                 if cancel and cancel.is_set():
@@ -220,7 +224,7 @@ class Indexer:
                     if isinstance(result, images.ImageError) and result.reason == VANISHED:
                         # Moved or deleted since the scan: not a bad photo. Use another copy,
                         # else leave it for the next scan, which sees the move or the deletion.
-                        found = self._decode_elsewhere(photo_id, path)
+                        found = self._decode_elsewhere(photo_id, path, size)
                         if found is None:
                             continue
                         path, result = found
@@ -253,13 +257,13 @@ class Indexer:
             self._mark_complete(eid)
         return report
 
-    def _decode_elsewhere(self, photo_id: int, vanished: str) -> tuple[str, Any] | None:
+    def _decode_elsewhere(self, photo_id: int, vanished: str, size: int = DECODE_SIZE) -> tuple[str, Any] | None:
         """(path, image or ImageError) from another path of the photo (a copy), or None."""
         for other in self.lib._cat().paths_of(photo_id):
             if other == vanished:
                 continue
             try:
-                return other, images.load_for_encoding(other, DECODE_SIZE)
+                return other, images.load_for_encoding(other, size)
             except images.ImageError as exc:
                 if exc.reason != VANISHED:
                     return other, exc
@@ -442,6 +446,17 @@ class Indexer:
         known = self.lib._cat().file_states(root.id)
         sub = plan(folder, {p: s for p, s in known.items() if p.startswith(folder.rstrip(os.sep) + os.sep)})
         upserts.setdefault(root.id, []).extend(sub.to_hash)
+
+
+def decode_size(encoder: Any) -> int:
+    """The short side photos are decoded to for `encoder`: its own input resize when it says
+    (then its preprocessing skips a second resize), else DECODE_SIZE."""
+    try:
+        size = getattr(encoder, "decode_size", None)
+    except Exception:  # a plugin's property must not stop indexing; the default is always fine
+        log.debug("decode_size of %r failed", encoder, exc_info=True)
+        size = None
+    return size if isinstance(size, int) and size > 0 else DECODE_SIZE
 
 
 def _safe_hash(path: str) -> str | images.ImageError:

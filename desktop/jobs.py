@@ -628,9 +628,7 @@ def _run_query(lib: Library, query: Query, k: int) -> tuple[list[Hit], bool]:
 
 def browse(lib: Library, limit: int = BROWSE_LIMIT) -> list[Hit]:
     """Every live photo, newest first (taken-at, else file time)."""
-    cat = lib.catalog
-    ids = cat.filtered_ids()[-limit:].tolist()
-    photos = list(cat.photos(ids).values())
+    photos = lib.catalog.live_photos(limit)
 
     def when(p: Photo) -> str:
         return p.taken_at or datetime.fromtimestamp(p.mtime).isoformat()

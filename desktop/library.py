@@ -29,9 +29,10 @@ from filelock import FileLock, Timeout
 
 from desktop import images
 from desktop.catalog import Catalog, CatalogError, Photo, Root, Skipped
-from desktop.encoders import Encoder, EncoderError, create_encoder
+from desktop.encoders import Encoder, EncoderError, LazyModel, create_encoder
 from desktop.index import AnnIndex
-from desktop.indexer import DECODE_SIZE, Indexer, IndexReport, Progress
+from desktop.indexer import Indexer, IndexReport, Progress, decode_size
+from desktop.model_host import RemoteEncoder
 from desktop.scanner import Change, Watcher
 from desktop.settings import DEFAULT_ENCODER, Paths, encoder_slug, paths
 
@@ -134,8 +135,13 @@ class Library:
         weights: str | None = None,
         device: str = "auto",
         readonly: bool | None = None,
+        model_process: bool = False,
+        model_nice: int = 0,
     ) -> None:
+        """`model_process`: run models in a child process (the window does: its process then
+        never imports torch, see model_host.py); `model_nice` lowers that process's priority."""
         self.paths: Paths = paths(home)
+        self.model_process, self.model_nice = model_process, model_nice
         self._readonly_why = "opened read-only"
         try:
             self.paths.ensure()
@@ -222,6 +228,8 @@ class Library:
             self._readers.clear()
         if self._lock.is_locked:
             self._lock.release()
+        for enc in (self._encoder, self._previous):
+            _end_process(enc)
 
     def _close_writer(self) -> None:
         if self._wcat is not None:
@@ -290,14 +298,21 @@ class Library:
         if self._encoder is None:
             with self._create_lock:  # two workers asking at once must not build two encoders
                 if self._encoder is None:
-                    self._encoder = create_encoder(self.encoder_spec, weights=self.weights, device=self.device)
+                    self._encoder = self._create_encoder(self.encoder_spec, self.weights)
         return self._encoder
+
+    def _create_encoder(self, spec: str, weights: str | None) -> Encoder:
+        enc = create_encoder(spec, weights=weights, device=self.device)
+        if self.model_process and isinstance(enc, LazyModel):  # nothing to gain for a model-free one
+            return RemoteEncoder(enc, spec, weights, self.device, self.model_nice)  # type: ignore[return-value]
+        return enc
 
     def set_encoder(self, spec: str, weights: str | None = None) -> None:
         """Switch encoders. Old vectors stay; search uses them until the new ones are complete."""
-        enc = create_encoder(spec, weights=weights, device=self.device)
+        enc = self._create_encoder(spec, weights)
         self._write(lambda c: (c.set_meta("encoder.spec", spec), c.set_meta("encoder.weights", weights)))
-        self.encoder_spec, self.weights, self._encoder = spec, weights, enc
+        old, self.encoder_spec, self.weights, self._encoder = self._encoder, spec, weights, enc
+        _end_process(old)  # query_encoder() makes the previous one again if search still needs it
 
     def query_encoder(self) -> Encoder:
         """The encoder whose vectors answer queries: the active one once it has covered
@@ -306,9 +321,13 @@ class Library:
         raw = self._cat().get_meta("encoder.complete")
         done = json.loads(raw) if raw else None
         if done is None or done["id"] == active.id:
+            if self._previous is not None:  # the new encoder has caught up
+                _end_process(self._previous)
+                self._previous = None
             return active
         if self._previous is None or self._previous.id != done["id"]:
-            self._previous = create_encoder(done["spec"], weights=done["weights"], device=self.device)
+            _end_process(self._previous)
+            self._previous = self._create_encoder(done["spec"], done["weights"])
         return self._previous
 
     def _index(self, encoder_id: str, dim: int) -> AnnIndex:
@@ -453,7 +472,7 @@ class Library:
             if stored is not None:
                 return stored
         try:
-            image = images.load_for_encoding(path, DECODE_SIZE)
+            image = images.load_for_encoding(path, decode_size(encoder))  # as the indexer decodes
         except images.ImageError as exc:
             raise LibraryError(str(exc)) from exc
         return self._encode_images([image], encoder)[0]
@@ -617,3 +636,9 @@ __all__ = [
     "Term",
     "parse_query",
 ]
+
+
+def _end_process(encoder: Encoder | None) -> None:
+    """End a model process that nothing will use any more (in-process models: nothing to do)."""
+    if isinstance(encoder, RemoteEncoder):
+        encoder.unload()

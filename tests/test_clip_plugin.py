@@ -171,6 +171,26 @@ def test_batching_does_not_change_vectors(tiny):
     np.testing.assert_allclose(small.encode_texts(["x", "y", "z"]), tiny.encode_texts(["x", "y", "z"]), atol=1e-5)
 
 
+def test_indexer_decodes_straight_to_the_models_input_size(tiny, tmp_path):
+    """The indexer decodes to the model's own Resize size, so its preprocessing finds the
+    size already right; the vector matches encoding the full-size photo (cosine)."""
+    from torchvision.transforms import Resize
+
+    from desktop import images
+    from desktop.indexer import DECODE_SIZE, decode_size
+
+    size = decode_size(tiny)
+    resize = next(t for t in tiny.model.preprocess.transforms if isinstance(t, Resize))
+    assert size == resize.size if isinstance(resize.size, int) else size == resize.size[0]
+    assert size != DECODE_SIZE
+    big = _images(5, seed=3)[4].resize((1333, 1000))
+    big.save(tmp_path / "big.png")
+    small = images.load_for_encoding(tmp_path / "big.png", size)
+    assert small.size == resize(big).size  # exactly what Resize would compute: no second resize
+    a, b = tiny.encode_images([small])[0], tiny.encode_images([big])[0]
+    assert float(a @ b) > 0.99
+
+
 def test_cuda_request_without_gpu_is_a_clear_error():
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")

@@ -134,3 +134,31 @@ def test_run_duplicates_eval(tmp_path: Path) -> None:
     assert res.ns_score["ann"] == pytest.approx(2.0)
     with pytest.raises(ValueError, match="groups of 4"):
         run_duplicates_eval(folder, group_size=4, encoder="colors", device="cpu", workdir=tmp_path)
+
+
+def test_ann_budget_really_walks_annoy(tmp_path: Path) -> None:
+    """--ann-search-k must force the Annoy path even for a small collection: with a starved
+    budget recall drops below exact search; outside the budget, search is exact again."""
+    from desktop.evaluation import _AnnBudget
+    from desktop.index import AnnIndex
+
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(2000, 32)).astype(np.float32)
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    ids = np.arange(1, 2001)
+    idx = AnnIndex(tmp_path, 32)
+    assert idx.build(ids, data, version=1, n_trees=10)
+    queries = data[:50] + 0.3 * rng.normal(size=(50, 32)).astype(np.float32)
+
+    def recall(hits: list) -> float:
+        truth = np.argsort(-(queries @ data.T), axis=1)[:, :10] + 1
+        return float(np.mean([len({i for i, _ in row} & set(t)) / 10 for row, t in zip(hits, truth, strict=True)]))
+
+    assert recall(idx.search(queries, 10)) == 1.0  # 2 000 items: exact by design
+    from desktop import index
+
+    with _AnnBudget(40):
+        starved = recall(idx.search(queries, 10))
+        assert index.ANN_CANDIDATE_COST == 0  # else a budget near the collection's size searches exactly
+    assert starved < 0.9
+    assert recall(idx.search(queries, 10)) == 1.0  # the budget is undone on exit

@@ -83,6 +83,21 @@ def test_a_copy_is_one_photo_with_two_paths(lib: Library, photos: Path) -> None:
     assert sorted(Path(p).name for p in lib.catalog.paths_of(photo.id)) == ["green-1.jpg", "green-copy.jpg"]
 
 
+def test_live_photos_lists_the_newest_live_photos_in_id_order(lib: Library, photos: Path) -> None:
+    lib.add_root(photos)
+    lib.index()
+    cat = lib.catalog
+    every = cat.live_photos()
+    ids = [p.id for p in every]
+    assert ids == sorted(ids) and len(ids) == cat.counts()["photos"]
+    assert [p.id for p in cat.live_photos(3)] == ids[-3:]
+    assert every[0] == cat.photos([ids[0]])[ids[0]]  # the same rows as photos(ids)
+    for path in cat.paths_of(ids[-1]):
+        os.unlink(path)
+    lib.index()
+    assert [p.id for p in cat.live_photos()] == ids[:-1]  # gone photos are not listed
+
+
 def test_unmounted_root_keeps_its_photos_and_comes_back(lib: Library, photos: Path, tmp_path: Path) -> None:
     lib.add_root(photos)
     lib.index()

@@ -485,6 +485,8 @@ def test_non_utf8_long_and_deep_names_are_indexed_and_searchable(lib: Library, t
         assert lib.thumbnail(hits[0].photo).exists()
     again = lib.index()
     assert (again.hashed, again.encoded, again.removed) == (0, 0, 0)  # names compare equal next time
+    listed = {p.path for p in lib.catalog.live_photos()}  # the window's listing (fast text path)
+    assert os.fsdecode(latin1) in listed and str(deep / "deep.png") in listed and len(listed) == 4
 
     with Watching(lib) as w:  # live events carry the same names
         os.rename(latin1, broot + b"/moved-\xe9.png")

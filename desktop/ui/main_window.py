@@ -350,6 +350,8 @@ class MainWindow(QMainWindow):
         self.model.set_hits(results.hits, browsing=results.browsing)
         n = len(results.hits)
         if results.browsing:
+            # Refresh at most ~10 % of the time: a large library's listing is not free.
+            self._browse_timer.setInterval(max(BROWSE_REFRESH_MS, int(results.seconds * 10_000)))
             self.count_label.setText(f"{n:,} photos".replace(",", " ") if n != 1 else "1 photo")
             has_roots = self.sidebar.status is not None and bool(self.sidebar.status.roots)
             self.grid.empty_text = ("No photos found yet…" if has_roots
@@ -423,7 +425,8 @@ class MainWindow(QMainWindow):
                 + (f" ({report.images_per_s:.0f} images/s)" if report.encoded else ""))
         self.sidebar.refresh()
         self.sidebar.tags.refresh()
-        self._refresh_browse()
+        if report.hashed or report.removed:  # photos came, went or moved: the listing changed
+            self._refresh_browse()
         problems = report.skipped + report.problems
         if report.offline:
             self.message_bar.show_message(
@@ -447,12 +450,13 @@ class MainWindow(QMainWindow):
                                           self.show_problems)
 
     def _indexer_state(self, state: str) -> None:
-        indexing = state in ("indexing", "loading")
-        if indexing and self.model.browsing:
+        # New photos only appear while indexing; loading a model adds none, and a refresh of
+        # a large library (seconds of Python at 100 000 photos) would only slow the load.
+        if state == "indexing" and self.model.browsing:
             self._browse_timer.start()
-        elif not indexing:
+        elif state != "indexing":
             self._browse_timer.stop()
-        if state == "paused":
+        if state == "paused" and self.jobs.indexer.paused:  # not a stale signal from before a resume
             self.pause_button.setText("Resume")
             self.pause_button.show()
             self.progress.hide()

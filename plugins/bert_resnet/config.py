@@ -35,7 +35,8 @@ class TrainConfig:
     epochs: int = 20
     batch: int = 256
     lr: float = 1e-3  # projections, pooling, temperature
-    tail_lr: float = 1e-4  # pretrained CNN stages / BERT layers
+    tail_lr: float = 1e-4  # pretrained CNN stages (and BERT layers unless txt_tail_lr)
+    txt_tail_lr: float | None = None  # pretrained BERT layers
     weight_decay: float = 0.02
     warmup_epochs: float = 1.0
     views: tuple[str, ...] = ("orig", "flip", "crop1", "crop2")

@@ -17,7 +17,9 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,13 +61,14 @@ class _Rate:
         log.info("%s: %d/%d (%.0f/s, %.0f s left)", self.what, done, self.total, rate, eta)
 
 
-def view_images(paths: Sequence[Path], view: str, seed: int) -> list:
+def view_images(paths: Sequence[Path], view: str, seed: int, start: int = 0) -> list:
     """Load images as one *view*: orig, flip, or cropN (a seeded random resized crop,
-    mirrored half the time: the augmentation whose features we cache)."""
+    mirrored half the time: the augmentation whose features we cache). `start` is the
+    index of paths[0] in the whole list: crops depend on (seed, view, image index)."""
     from PIL import Image
 
     out = []
-    for i, p in enumerate(paths):
+    for i, p in enumerate(paths, start):
         with Image.open(p) as im:
             im = im.convert("RGB")
         if view == "flip":
@@ -123,13 +126,22 @@ class FeatureCache:
         rate = _Rate(f"CNN features ({view})", len(paths))
         chunks = []
         done = 0
-        with torch.inference_mode():
-            for start in range(0, len(paths), IMG_BATCH):
-                batch = view_images(paths[start : start + IMG_BATCH], view, seed)
-                x = M.preprocess(batch).to(next(self.cnn.parameters()).device)
-                fmap = self.cnn.trunk(x, tail)
+        device = next(self.cnn.parameters()).device
+
+        def load(start: int) -> torch.Tensor:  # PIL decodes and resizes without the GIL
+            return M.preprocess(view_images(paths[start : start + IMG_BATCH], view, seed, start))
+
+        starts = list(range(0, len(paths), IMG_BATCH))
+        workers = max(1, min(8, (os.cpu_count() or 2) - 1))
+        with torch.inference_mode(), ThreadPoolExecutor(workers) as pool:
+            ahead: deque = deque(pool.submit(load, s) for s in starts[: 2 * workers])  # bounded look-ahead
+            for k in range(len(starts)):
+                x = ahead.popleft().result()
+                if k + len(ahead) + 1 < len(starts):
+                    ahead.append(pool.submit(load, starts[k + len(ahead) + 1]))
+                fmap = self.cnn.trunk(x.to(device), tail)
                 chunks.append(fmap.to(torch.float16).cpu().numpy())
-                done += len(batch)
+                done += len(x)
                 rate(done)
                 if progress:
                     progress(done, len(paths))

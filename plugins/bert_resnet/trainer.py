@@ -56,14 +56,19 @@ def _score(metrics: dict[str, float], select_by: str) -> float:
     return metrics[select_by]
 
 
-def _image_input(arr: np.ndarray, idx: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(arr[idx], dtype=np.float32))
+def _image_input(arr: np.ndarray, idx: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    return torch.from_numpy(np.asarray(arr[idx])).to(device, non_blocking=True).float()
 
 
-def _text_input(text: TextCache, idx: Sequence[int], tuned: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _text_input(text: TextCache, idx: Sequence[int], tuned: bool, device: torch.device | str = "cpu"
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
     if tuned:
-        return text.batch(idx)
-    return torch.from_numpy(np.asarray(text.pooled[np.asarray(idx)], dtype=np.float32)), None
+        return text.batch(idx, device)
+    return torch.from_numpy(np.asarray(text.pooled[np.asarray(idx)], dtype=np.float32)).to(device), None
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
 
 
 @torch.no_grad()
@@ -71,12 +76,14 @@ def embed_split(heads: M.JointHeads, split: Split, views: Sequence[str] = ("orig
                 batch: int = 500) -> tuple[np.ndarray, np.ndarray]:
     """Unit vectors for every image (mean over `views`) and caption of a split."""
     heads.eval()
+    dev = _device_of(heads)
     n = len(split.data.images)
     img = np.zeros((n, heads.cfg.embed_dim), np.float32)
     for view in views:
         arr = split.views[view]
         for s in range(0, n, batch):
-            img[s : s + batch] += heads.image_from_trunk(_image_input(arr, np.arange(s, min(n, s + batch)))).numpy()
+            x = _image_input(arr, np.arange(s, min(n, s + batch)), dev)
+            img[s : s + batch] += heads.image_from_trunk(x).cpu().numpy()
     img /= np.linalg.norm(img, axis=1, keepdims=True)
     caps = len(split.data.captions)
     txt = np.zeros((caps, heads.cfg.embed_dim), np.float32)
@@ -84,8 +91,8 @@ def embed_split(heads: M.JointHeads, split: Split, views: Sequence[str] = ("orig
     order = np.argsort(np.diff(split.text.offsets))  # similar lengths together: less padding
     for s in range(0, caps, batch):
         idx = order[s : s + batch]
-        states, mask = _text_input(split.text, idx, tuned)
-        txt[idx] = heads.text_from_states(states, mask).numpy()
+        states, mask = _text_input(split.text, idx, tuned, dev)
+        txt[idx] = heads.text_from_states(states, mask).cpu().numpy()
     return img, txt
 
 
@@ -122,11 +129,12 @@ def build_heads(cfg: TrainConfig, cnn: M.CnnBackbone, text: M.TextBackbone) -> M
 def pooled_views(cnn: M.CnnBackbone, views: dict[str, np.ndarray], tail: int) -> dict[str, np.ndarray]:
     """Frozen-tail variant: the CNN's pooled features from cached trunk maps."""
     out = {}
+    dev = _device_of(cnn)
     with torch.inference_mode():
         for name, arr in views.items():
-            chunks = [cnn.pool(cnn.run_tail(torch.from_numpy(np.asarray(arr[s : s + 256], np.float32)), tail))
+            chunks = [cnn.pool(cnn.run_tail(_image_input(arr, np.arange(s, min(len(arr), s + 256)), dev), tail))
                       for s in range(0, len(arr), 256)]
-            out[name] = torch.cat(chunks).numpy()
+            out[name] = torch.cat(chunks).cpu().numpy()
     return out
 
 
@@ -135,16 +143,20 @@ def fit(cfg: TrainConfig, heads: M.JointHeads, train: Split, dev: Split | None,
     """Train; returns (best state, per-epoch history, best epoch)."""
     seed_everything(cfg.seed)
     gen = np.random.default_rng(cfg.seed)
-    tail_params = [p for m in (heads.img_tail, heads.txt_tail) for p in m.parameters()]
-    tail_ids = {id(p) for p in tail_params}
+    device = _device_of(heads)
+    img_tail_params, txt_tail_params = list(heads.img_tail.parameters()), list(heads.txt_tail.parameters())
+    tail_ids = {id(p) for p in img_tail_params + txt_tail_params}
     rest = [p for p in heads.parameters() if id(p) not in tail_ids]
     no_decay = {id(heads.logit_scale)} | {id(p) for p in rest if p.dim() < 2}
     groups = [
         {"params": [p for p in rest if id(p) not in no_decay], "lr": cfg.lr, "weight_decay": cfg.weight_decay},
         {"params": [p for p in rest if id(p) in no_decay], "lr": cfg.lr, "weight_decay": 0.0},
     ]
-    if tail_params:
-        groups.append({"params": tail_params, "lr": cfg.tail_lr, "weight_decay": cfg.weight_decay})
+    if img_tail_params:
+        groups.append({"params": img_tail_params, "lr": cfg.tail_lr, "weight_decay": cfg.weight_decay})
+    if txt_tail_params:
+        groups.append({"params": txt_tail_params, "lr": cfg.txt_tail_lr or cfg.tail_lr,
+                       "weight_decay": cfg.weight_decay})
     opt = torch.optim.AdamW(groups)
     base_lrs = [g["lr"] for g in opt.param_groups]
     n = len(train.data.images)
@@ -167,13 +179,13 @@ def fit(cfg: TrainConfig, heads: M.JointHeads, train: Split, dev: Split | None,
             # One random view per image and one random caption of it: unique images per
             # batch, so no false negatives among the in-batch negatives.
             view_of = gen.integers(0, len(views), len(idx))
-            img_in = torch.empty((len(idx), *train.views[views[0]].shape[1:]), dtype=torch.float32)
+            img_in = torch.empty((len(idx), *train.views[views[0]].shape[1:]), dtype=torch.float32, device=device)
             for v in range(len(views)):
                 rows = np.flatnonzero(view_of == v)
                 if len(rows):
-                    img_in[rows] = _image_input(train.views[views[v]], idx[rows])
+                    img_in[torch.from_numpy(rows).to(device)] = _image_input(train.views[views[v]], idx[rows], device)
             cap_idx = [caps_of[i][gen.integers(len(caps_of[i]))] for i in idx]
-            states, mask = _text_input(train.text, cap_idx, tuned_text)
+            states, mask = _text_input(train.text, cap_idx, tuned_text, device)
             lr_mult = min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
             for g, base in zip(opt.param_groups, base_lrs, strict=True):
                 g["lr"] = base * lr_mult
@@ -187,7 +199,7 @@ def fit(cfg: TrainConfig, heads: M.JointHeads, train: Split, dev: Split | None,
             if progress:
                 progress(step, total)
         rec: dict[str, float] = {"epoch": epoch, "loss": float(np.mean(losses)),
-                                 "temp": float(1 / heads.logit_scale.exp()), "seconds": time.monotonic() - t0}
+                                 "temp": float(1 / heads.logit_scale.detach().exp()), "seconds": time.monotonic() - t0}
         if dev is not None:
             rec.update(evaluate(heads, dev, ("orig", "flip") if cfg.heads.flip_tta and "flip" in dev.views
                                 else ("orig",)))
@@ -254,10 +266,11 @@ def run(images_dir: str | Path, captions_tsv: str | Path, split: str | Path, val
         train.views = pooled_views(cnn, train.views, 0)
         if dev is not None:
             dev.views = pooled_views(cnn, dev.views, 0)
-    heads = build_heads(cfg, cnn, text)
+    heads = build_heads(cfg, cnn, text).to(device)
     state, history, best_epoch = fit(cfg, heads, train, dev,
                                      (lambda d, t: progress("train", d, t)) if progress else None)
     heads.load_state_dict(state)
+    heads = heads.cpu()
     best = history[best_epoch - 1]
     dev_metrics = {k: v for k, v in best.items() if k.startswith(("t2i", "i2t"))}
     header = {

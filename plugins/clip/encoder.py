@@ -36,6 +36,20 @@ class ClipEncoder(LazyModel):
     def __repr__(self) -> str:
         return f"ClipEncoder({self.id!r}, device={self.device!r}, loaded={self.loaded})"
 
+    @property
+    def decode_size(self) -> int | None:
+        """The short side this model's preprocessing resizes photos to (loads the model), or
+        None when it does not resize that way. The indexer decodes straight to it, so the
+        preprocessing's own bicubic resize finds nothing to do: a second resize of a 256-px
+        decode cost ~25 ms of main-thread CPU per photo, ~15% of a ViT-B-32 forward pass."""
+        from torchvision.transforms import Resize
+
+        for t in getattr(self.model.preprocess, "transforms", ()):
+            if isinstance(t, Resize):
+                size = [t.size] if isinstance(t.size, int) else list(t.size)
+                return int(size[0]) if len(size) == 1 and t.max_size is None else None
+        return None
+
     def _load(self) -> LoadedModel:
         return load_open_clip(self.source, self.device)
 
