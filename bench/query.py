@@ -100,7 +100,7 @@ def bench_size(n: int, spec: str, n_queries: int, image: str | None, quick: bool
         out.update(fwd=fwd, e2e=e2e, e2e_ui=e2e_ui, search_only=search_only)
         if image:
             from desktop import images
-            from desktop.indexer import DECODE_SIZE
+            from desktop.indexer import decode_size
 
             img, dec, enc_ms = [], [], []
             for _ in range(2 if quick else 5):
@@ -108,7 +108,7 @@ def bench_size(n: int, spec: str, n_queries: int, image: str | None, quick: bool
                 lib.search(images_=[image], k=20)
                 img.append((time.perf_counter() - t) * 1e3)
                 t = time.perf_counter()
-                pic = images.load_for_encoding(image, DECODE_SIZE)
+                pic = images.load_for_encoding(image, decode_size(enc))
                 dec.append((time.perf_counter() - t) * 1e3)
                 t = time.perf_counter()
                 enc.encode_images([pic])
@@ -116,6 +116,33 @@ def bench_size(n: int, spec: str, n_queries: int, image: str | None, quick: bool
             out.update(image=img, image_decode=dec, image_encode=enc_ms)
         out["rss_mb"] = rss_mb()
     return out
+
+
+def model_process_cost(spec: str, n_queries: int) -> dict[str, float]:
+    """The window runs the model in a child process (desktop/model_host.py): the text
+    forward through it against in-process, interleaved, p50 ms."""
+    from desktop.encoders import create_encoder
+    from desktop.model_host import RemoteEncoder
+
+    local = create_encoder(spec, device="cpu")
+    remote = RemoteEncoder(create_encoder(spec, device="cpu"), spec, None, "cpu")
+    try:
+        local.load()
+        remote.load()
+        for q in query_texts(3):  # warm-up on both sides
+            local.encode_texts([q])
+            remote.encode_texts([q])
+        here, there = [], []
+        for q in query_texts(n_queries):
+            t = time.perf_counter()
+            local.encode_texts([q])
+            here.append((time.perf_counter() - t) * 1e3)
+            t = time.perf_counter()
+            remote.encode_texts([q])
+            there.append((time.perf_counter() - t) * 1e3)
+    finally:
+        remote.unload()
+    return {"in_process_ms": median(here), "model_process_ms": median(there)}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -152,8 +179,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                        f"+ search")
     t.notes.append("first query after opening (index mmap, model already loaded): "
                    + ", ".join(f"{r['n']:,}: {r['first_query_s'] * 1e3:.0f} ms" for r in rows))
+    cost = model_process_cost(spec, n_queries)
+    t.notes.append(f"the window's model process: text forward {cost['model_process_ms']:.1f} ms through it vs "
+                   f"{cost['in_process_ms']:.1f} ms in-process (p50; the rows above are in-process)")
     t.notes.append(f"{machine_line()}; {n_queries} distinct queries per size, k=20 unless noted")
-    emit([t], {"spec": spec, "sizes": rows}, "query")
+    emit([t], {"spec": spec, "sizes": rows, "model_process": cost}, "query")
     return {"tables": [t], "results": rows}
 
 
