@@ -37,11 +37,13 @@ from desktop.encoders import (
     Captioner,
     Encoder,
     EncoderError,
+    LazyModel,
     Tagger,
     get_plugin,
     split_spec,
 )
 from desktop.library import Filters, Hit, Library, LibraryError, Progress
+from desktop.model_host import RemoteEncoder
 from desktop.settings import encoder_slug
 
 log = logging.getLogger(__name__)
@@ -217,8 +219,20 @@ def make_captioner(lib: Library, spec: str | None = None, **kwargs: Any) -> Capt
         if "cache_dir" in params:
             kwargs.setdefault("cache_dir", lib.paths.cache)
         captioner = plugin.create(model=model, weights=None, device=lib.device, **kwargs)
+        if lib.model_process and isinstance(captioner, LazyModel) and "encoder" not in kwargs:
+            # Like the encoder, a captioner with a model of its own runs in a child process.
+            captioner = RemoteEncoder(captioner, spec, None, lib.device, lib.model_nice, kind="captioner",
+                                      options=kwargs)
         _captioners[lib][key] = captioner
         return captioner
+
+
+def forget_captioners(lib: Library) -> None:
+    """Drop this library's cached captioners, ending any model process they run in."""
+    with _captioners_lock:
+        for captioner in _captioners.pop(lib, {}).values():
+            if isinstance(captioner, RemoteEncoder):
+                captioner.unload()
 
 
 def _from_vectors(captioner: Any, encoder: Encoder) -> bool:

@@ -230,6 +230,10 @@ class Library:
             self._lock.release()
         for enc in (self._encoder, self._previous):
             _end_process(enc)
+        if self.model_process:
+            from desktop.captions import forget_captioners  # captions imports this module
+
+            forget_captioners(self)
 
     def _close_writer(self) -> None:
         if self._wcat is not None:

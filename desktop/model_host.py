@@ -32,7 +32,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from desktop.encoders import EncoderError, create_encoder
+from desktop.encoders import EncoderError, create_captioner, create_encoder
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,13 @@ class ModelProcessDied(EncoderError):
 
 
 class RemoteEncoder:
-    """An Encoder (and Tagger, when the wrapped one is) backed by a model process."""
+    """An Encoder (and Tagger, when the wrapped one is) backed by a model process; with
+    kind="captioner", a Captioner. Any public method of the wrapped object runs there."""
 
-    def __init__(self, local: Any, spec: str, weights: str | None, device: str, nice: int = 0) -> None:
+    def __init__(self, local: Any, spec: str, weights: str | None, device: str, nice: int = 0,
+                 kind: str = "encoder", options: dict[str, Any] | None = None) -> None:
         self._local = local  # the plugin's own object: attributes that need no model
-        self._args = (spec, weights, device, nice)
+        self._args = (kind, spec, weights, device, nice, options or {})
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._pending: dict[int, Future] = {}
@@ -63,11 +65,12 @@ class RemoteEncoder:
         if name.startswith("_"):
             raise AttributeError(name)
         local = self._local
-        if name == "tags" and callable(getattr(local, "tags", None)):
-            return lambda images, top_k=5: self._call("tags", list(images), top_k=top_k)
         if name == "decode_size" and hasattr(type(local), "decode_size"):
             return self._call("getattr", "decode_size")  # a property that reads the model
-        return getattr(local, name)
+        value = getattr(local, name)
+        if callable(value):  # tags(), caption(), caption_with_scores(): the model's work
+            return lambda *args, **kwargs: self._call(name, *args, **kwargs)
+        return value
 
     # -- the Encoder protocol --
     def encode_images(self, images: Sequence[Any]) -> np.ndarray:
@@ -186,7 +189,7 @@ def _send(stream: IO[bytes], message: object) -> None:
 def serve(requests: IO[bytes], answers: IO[bytes]) -> None:
     """The child: create the encoder, answer requests until stdin ends (the app closed it,
     or died: either way there is nobody left to serve)."""
-    spec, weights, device, nice, log_level = pickle.load(requests)
+    kind, spec, weights, device, nice, options, log_level = pickle.load(requests)
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s [model] %(name)s: %(message)s",
                         stream=sys.stderr)
     if nice > 0 and hasattr(os, "nice"):
@@ -204,7 +207,8 @@ def serve(requests: IO[bytes], answers: IO[bytes]) -> None:
                 pass
 
     try:
-        encoder: Any = create_encoder(spec, weights=weights, device=device)
+        make = create_encoder if kind == "encoder" else create_captioner
+        encoder: Any = make(spec, weights=weights, device=device, **options)
         failure: BaseException | None = None
     except BaseException as exc:  # noqa: BLE001 - every request gets the reason
         encoder, failure = None, _portable(exc)

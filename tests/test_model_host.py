@@ -114,3 +114,19 @@ def test_library_in_model_process_mode_never_imports_torch(tmp_path: Path) -> No
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result == {"encoded": 4, "hits": 4, "child": True, "torch": False, "open_clip": False,
                       "child_gone": True}
+
+
+def test_a_captioner_runs_in_the_model_process_too() -> None:
+    from desktop.encoders import create_captioner
+
+    options = {"seq_len": 8, "min_len": 2, "num_beams": 2, "batch_size": 2}
+    spec = "coca:lumen-tiny-coca:random"
+    local = create_captioner(spec, device="cpu", **options)
+    remote = RemoteEncoder(create_captioner(spec, device="cpu", **options), spec, None, "cpu",
+                           kind="captioner", options=options)
+    try:
+        pics = [Image.new("RGB", (80, 60), c) for c in ("red", "navy")]
+        assert remote.id == local.id
+        assert remote.caption(pics) == local.caption(pics)  # ":random" weights are seeded: the same model
+    finally:
+        remote.unload()

@@ -325,8 +325,10 @@ def test_the_window_opens_without_importing_torch(tmp_path: Path) -> None:
     assert out.stdout.strip().splitlines()[-1] == "False"
 
 
-def test_run_app_opens_the_window_and_indexes_a_folder_argument(home: Path, photos: Path) -> None:
-    # In a fresh process: run_app owns the QApplication's event loop and quits it.
+@pytest.mark.parametrize("encoder", ["colors", "clip:lumen-tiny:random"])
+def test_run_app_opens_the_window_and_indexes_a_folder_argument(home: Path, photos: Path, encoder: str) -> None:
+    # In a fresh process: run_app owns the QApplication's event loop and quits it. With a
+    # torch model, the model runs in its own process: the window's never imports torch.
     code = (
         "import sys\n"
         "from PySide6.QtCore import QTimer\n"
@@ -346,13 +348,13 @@ def test_run_app_opens_the_window_and_indexes_a_folder_argument(home: Path, phot
         "        QTimer.singleShot(50, check)\n"
         "QTimer.singleShot(50, check)\n"
         "QTimer.singleShot(150_000, QApplication.quit)  # never hang the test run\n"
-        f"code = app_module.run_app(['--home', {str(home)!r}, '--encoder', 'colors', {str(photos)!r}])\n"
-        "print(code, seen.get('encoded'))\n"
+        f"code = app_module.run_app(['--home', {str(home)!r}, '--encoder', {encoder!r}, {str(photos)!r}])\n"
+        "print('torch' in sys.modules, code, seen.get('encoded'))\n"
     )
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split()[-2:] == ["0", "12"]
+    assert out.stdout.split()[-3:] == ["False", "0", "12"]
 
 
 def test_describe_writes_a_caption_shown_in_the_detail_panel(qtbot, window: MainWindow, lib: Library,
