@@ -24,6 +24,8 @@ from desktop.ui.grid import THUMB
 from desktop.ui.main_window import MainWindow
 from desktop.ui.settings_dialog import saved_device
 
+MODEL_IDLE_S = 600.0  # ten minutes without a search or a photo to analyse
+
 log = logging.getLogger(__name__)
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
@@ -83,8 +85,10 @@ def run_app(argv: list[str]) -> int:
     try:
         # Models run in a child process: the window's process never imports torch (memory,
         # and no GIL stalls while a model loads), and a lower priority keeps it responsive.
+        # Unused for MODEL_IDLE_S, the process ends and gives its memory back (as Immich's
+        # model TTL does); the next search or new photo starts it again.
         lib = Library(args.home, encoder=args.encoder, weights=args.weights, device=device,
-                      model_process=True, model_nice=INDEXER_NICE)
+                      model_process=True, model_nice=INDEXER_NICE, model_idle_s=MODEL_IDLE_S)
     except LibraryError as exc:
         log.error("cannot open the library: %s", exc)
         QMessageBox.critical(None, "Lumen", f"Cannot open the library.\n\n{exc}")

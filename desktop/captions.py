@@ -222,7 +222,7 @@ def make_captioner(lib: Library, spec: str | None = None, **kwargs: Any) -> Capt
         if lib.model_process and isinstance(captioner, LazyModel) and "encoder" not in kwargs:
             # Like the encoder, a captioner with a model of its own runs in a child process.
             captioner = RemoteEncoder(captioner, spec, None, lib.device, lib.model_nice, kind="captioner",
-                                      options=kwargs)
+                                      options=kwargs, idle_unload_s=lib.model_idle_s)
         _captioners[lib][key] = captioner
         return captioner
 

@@ -137,11 +137,13 @@ class Library:
         readonly: bool | None = None,
         model_process: bool = False,
         model_nice: int = 0,
+        model_idle_s: float | None = None,
     ) -> None:
         """`model_process`: run models in a child process (the window does: its process then
-        never imports torch, see model_host.py); `model_nice` lowers that process's priority."""
+        never imports torch, see model_host.py); `model_nice` lowers that process's priority
+        and `model_idle_s` ends it after that long unused (the next request restarts it)."""
         self.paths: Paths = paths(home)
-        self.model_process, self.model_nice = model_process, model_nice
+        self.model_process, self.model_nice, self.model_idle_s = model_process, model_nice, model_idle_s
         self._readonly_why = "opened read-only"
         try:
             self.paths.ensure()
@@ -308,7 +310,8 @@ class Library:
     def _create_encoder(self, spec: str, weights: str | None) -> Encoder:
         enc = create_encoder(spec, weights=weights, device=self.device)
         if self.model_process and isinstance(enc, LazyModel):  # nothing to gain for a model-free one
-            return RemoteEncoder(enc, spec, weights, self.device, self.model_nice)  # type: ignore[return-value]
+            return RemoteEncoder(enc, spec, weights, self.device, self.model_nice,  # type: ignore[return-value]
+                                 idle_unload_s=self.model_idle_s)
         return enc
 
     def set_encoder(self, spec: str, weights: str | None = None) -> None:

@@ -26,6 +26,7 @@ import pickle
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any
@@ -49,9 +50,14 @@ class RemoteEncoder:
     kind="captioner", a Captioner. Any public method of the wrapped object runs there."""
 
     def __init__(self, local: Any, spec: str, weights: str | None, device: str, nice: int = 0,
-                 kind: str = "encoder", options: dict[str, Any] | None = None) -> None:
+                 kind: str = "encoder", options: dict[str, Any] | None = None,
+                 idle_unload_s: float | None = None) -> None:
+        """`idle_unload_s`: end the process after that long without a request (the next
+        request starts it again); None keeps it until unload()."""
         self._local = local  # the plugin's own object: attributes that need no model
         self._args = (kind, spec, weights, device, nice, options or {})
+        self.idle_unload_s = idle_unload_s
+        self._last_used = time.monotonic()
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._pending: dict[int, Future] = {}
@@ -96,22 +102,38 @@ class RemoteEncoder:
     def unload(self) -> None:
         """End the model process: all of its memory goes back to the system."""
         with self._lock:
-            proc, self._proc, self._loaded = self._proc, None, False
-            if proc is None:
-                return
-            try:
-                assert proc.stdin is not None
-                proc.stdin.close()  # end of requests: it finishes what runs, then exits
-            except OSError:
-                pass
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            log.warning("model process %s did not stop in %.0f s; killing it", proc.pid, STOP_TIMEOUT_S)
-            proc.kill()
-            proc.wait(STOP_TIMEOUT_S)
+            proc = self._detach()
+        if proc is not None:
+            _stop(proc)
 
     close = unload
+
+    def _detach(self) -> subprocess.Popen | None:
+        """(Under the lock.) Forget the process and close its stdin: it finishes what runs,
+        then exits. A later call starts a new one."""
+        proc, self._proc, self._loaded = self._proc, None, False
+        if proc is not None:
+            try:
+                assert proc.stdin is not None
+                proc.stdin.close()
+            except OSError:
+                pass
+        return proc
+
+    def _reap_when_idle(self, proc: subprocess.Popen) -> None:
+        """End `proc` once no request has come for idle_unload_s (and none is running)."""
+        idle = float(self.idle_unload_s or 0)
+        while True:
+            time.sleep(min(max(idle / 4, 0.05), 30.0))
+            with self._lock:
+                if self._proc is not proc:
+                    return  # unloaded or replaced meanwhile
+                if self._pending or time.monotonic() - self._last_used < idle:
+                    continue
+                log.info("model process %s idle for %.0f s: ending it", proc.pid, idle)
+                self._detach()
+            _stop(proc)
+            return
 
     # -- plumbing --
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -132,12 +154,16 @@ class RemoteEncoder:
             assert proc is not None and proc.stdin is not None
             rid = next(self._ids)
             self._pending[rid] = future
+            self._last_used = time.monotonic()
             try:
                 _send(proc.stdin, (rid, method, args, kwargs))  # under the lock: whole messages
             except OSError as exc:
                 self._pending.pop(rid, None)
                 raise ModelProcessDied(f"the model process is gone ({exc})") from exc
-        result = future.result()
+        try:
+            result = future.result()
+        finally:
+            self._last_used = time.monotonic()  # idle counts from the end of the last request
         if method != "getattr" or args[0] == "decode_size":
             self._loaded = True
         return result
@@ -153,6 +179,9 @@ class RemoteEncoder:
         log.info("model process %s started for %s", proc.pid, self._local.id)
         threading.Thread(target=self._read, args=(proc, self._pending), daemon=True,
                          name="lumen-model-replies").start()
+        if self.idle_unload_s:
+            threading.Thread(target=self._reap_when_idle, args=(proc,), daemon=True,
+                             name="lumen-model-idle").start()
 
     def _read(self, proc: subprocess.Popen, pending: dict[int, Future]) -> None:
         """Hand each answer to its caller; when the process ends, fail whoever still waits."""
@@ -179,6 +208,16 @@ class RemoteEncoder:
             err = ModelProcessDied(f"the model process stopped (exit code {code})")
             for future in waiting:
                 future.set_exception(err)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Wait for a process whose stdin is closed; kill it if it does not end."""
+    try:
+        proc.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        log.warning("model process %s did not stop in %.0f s; killing it", proc.pid, STOP_TIMEOUT_S)
+        proc.kill()
+        proc.wait(STOP_TIMEOUT_S)
 
 
 def _send(stream: IO[bytes], message: object) -> None:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -130,3 +131,19 @@ def test_a_captioner_runs_in_the_model_process_too() -> None:
         assert remote.caption(pics) == local.caption(pics)  # ":random" weights are seeded: the same model
     finally:
         remote.unload()
+
+
+def test_an_idle_model_process_ends_and_the_next_request_restarts_it() -> None:
+    enc = RemoteEncoder(create_encoder(TINY, device="cpu"), TINY, None, "cpu", idle_unload_s=0.5)
+    try:
+        first = enc.encode_texts(["a dog"])
+        pid = enc.pid
+        assert pid is not None
+        deadline = time.monotonic() + 30
+        while (enc.pid is not None or _alive(pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert enc.pid is None and not enc.loaded and not _alive(pid)  # ended on its own
+        np.testing.assert_array_equal(enc.encode_texts(["a dog"]), first)  # and back on demand
+        assert enc.pid not in (None, pid)
+    finally:
+        enc.unload()
