@@ -191,6 +191,7 @@ class RemoteEncoder:
                 rid, ok, value = pickle.load(proc.stdout)
             except (EOFError, OSError, pickle.UnpicklingError):
                 break
+            self._last_used = time.monotonic()  # before the caller sees it: never idle mid-answer
             future = pending.pop(rid, None)
             if future is not None:
                 (future.set_result if ok else future.set_exception)(value)
