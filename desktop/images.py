@@ -185,7 +185,7 @@ def iter_decoded(
         return
     pending: deque[tuple[str, Future[Any]]] = deque()
     pool = ThreadPoolExecutor(
-        max_workers=workers, thread_name_prefix="lumen-decode", initializer=_lower_priority, initargs=(nice,)
+        max_workers=workers, thread_name_prefix="lumen-decode", initializer=lower_thread_priority, initargs=(nice, True)
     )
     try:
         for p in paths:
@@ -203,16 +203,19 @@ def iter_decoded(
 # --- internals ---------------------------------------------------------------------------
 
 
-def _lower_priority(nice: int) -> None:
-    """Raise the calling thread's niceness by `nice`. Linux only: there setpriority() on a
-    thread id touches that thread alone; elsewhere the id would name a process."""
+def lower_thread_priority(nice: int, relative: bool = False) -> None:
+    """Make the calling thread at least `nice` nice (idempotent: pool threads call it per
+    task), or `relative`ly `nice` nicer than now. Threads it starts inherit it. Linux only:
+    there setpriority() on a thread id touches that thread alone; elsewhere the id would
+    name the whole process."""
     if nice <= 0 or not sys.platform.startswith("linux"):
         return
     try:
         tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
-    except OSError:  # e.g. a sandbox that forbids it: decoding at normal priority still works
-        log.debug("cannot lower the decode thread's priority", exc_info=True)
+        now = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, now + nice if relative else max(now, nice)))
+    except OSError:  # e.g. a sandbox that forbids it: running at normal priority still works
+        log.debug("cannot lower a thread's priority", exc_info=True)
 
 
 def _checked(path: str | os.PathLike[str]) -> str:

@@ -26,8 +26,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import inspect
 import logging
-import os
-import sys
 import threading
 import time
 from collections import OrderedDict
@@ -259,7 +257,7 @@ class ThumbnailLoader(QObject):
             return len(self._queue) + len(self._inflight)
 
     def _drain(self) -> None:
-        _background_priority(THUMBNAIL_NICE)
+        images.lower_thread_priority(THUMBNAIL_NICE)  # the GUI thread is served first
         while True:
             with self._lock:
                 if self._stopped or not self._queue:
@@ -322,17 +320,6 @@ class _LoopThread(QThread):
 
     def run(self) -> None:
         self._target()
-
-
-def _background_priority(nice: int = 10) -> None:
-    """Lower this thread's CPU priority (Linux: per thread, inherited by the threads it
-    starts, e.g. the indexer's hash and decode pools), so on a busy machine the GUI
-    thread is served first."""
-    if sys.platform.startswith("linux") and hasattr(os, "setpriority"):
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-        except OSError as exc:
-            log.debug("cannot lower a worker's priority: %s", exc)
 
 
 class Indexer(QObject):
@@ -442,7 +429,7 @@ class Indexer(QObject):
 
     def _loop(self) -> None:
         log.debug("indexer started")
-        _background_priority(INDEXER_NICE)
+        images.lower_thread_priority(INDEXER_NICE)  # and its hash/decode pools
         try:
             while True:
                 with self._cond:
@@ -518,12 +505,7 @@ class Indexer(QObject):
                 report = self.lib.scan(progress=throttle, cancel=self._interrupt)
                 report.cancelled = self._interrupt.is_set()
         except Exception as exc:  # noqa: BLE001
-            _log_failure("indexing", exc)
-            if isinstance(exc, EncoderError):
-                self._model_ok = False
-                self.model_failed.emit(encoder_message(self.lib.encoder_spec, exc))
-            else:
-                self.failed.emit(f"Indexing stopped: {user_message(exc)}")
+            self._report_failure("indexing", "Indexing stopped", exc)
             return False
         self.last_report = report
         self.indexed.emit(report)
@@ -565,12 +547,17 @@ class Indexer(QObject):
                 progress=_Throttle(self.progressed.emit),
             )
         except Exception as exc:  # noqa: BLE001
-            _log_failure("watching", exc)
-            if isinstance(exc, EncoderError):
-                self._model_ok = False
-                self.model_failed.emit(encoder_message(self.lib.encoder_spec, exc))
-            else:
-                self.failed.emit(f"Watching for changes stopped: {user_message(exc)}")
+            self._report_failure("watching", "Watching for changes stopped", exc)
+
+    def _report_failure(self, what: str, stopped: str, exc: Exception) -> None:
+        """Log it; an encoder failure marks the model unusable (the user can pick another),
+        anything else is shown as `stopped: reason`."""
+        _log_failure(what, exc)
+        if isinstance(exc, EncoderError):
+            self._model_ok = False
+            self.model_failed.emit(encoder_message(self.lib.encoder_spec, exc))
+        else:
+            self.failed.emit(f"{stopped}: {user_message(exc)}")
 
 
 # ---- queries --------------------------------------------------------------------------

@@ -106,8 +106,6 @@ class RemoteEncoder:
         if proc is not None:
             _stop(proc)
 
-    close = unload
-
     def _detach(self) -> subprocess.Popen | None:
         """(Under the lock.) Forget the process and close its stdin: it finishes what runs,
         then exits. A later call starts a new one."""
@@ -160,10 +158,7 @@ class RemoteEncoder:
             except OSError as exc:
                 self._pending.pop(rid, None)
                 raise ModelProcessDied(f"the model process is gone ({exc})") from exc
-        try:
-            result = future.result()
-        finally:
-            self._last_used = time.monotonic()  # idle counts from the end of the last request
+        result = future.result()  # (the reply thread stamped the use before handing it over)
         if method != "getattr" or args[0] == "decode_size":
             self._loaded = True
         return result

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import ExifTags, Image, JpegImagePlugin
+from reliability_helpers import UNDO
 
 from desktop import images
 from desktop.images import ImageError, ImageMeta
@@ -33,17 +34,8 @@ needs_shared = pytest.mark.skipif(
 )
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
-# Pillow transposes that undo each EXIF orientation, written out independently of the module.
-UNDO = {
-    1: None,
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
+# UNDO: the Pillow transposes that undo each EXIF orientation, written out in the test
+# helpers independently of desktop.images.
 # ...and what a camera stores so that undoing gives the upright picture (6 and 8 swap).
 DO = {**UNDO, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
 
