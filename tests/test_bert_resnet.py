@@ -8,6 +8,7 @@ when those are absent.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -129,6 +130,38 @@ def test_infonce_pulls_pairs_together() -> None:
     assert torch.isfinite(hn) and hn > loss.detach()
 
 
+def test_multi_positive_infonce_pulls_every_caption_to_its_image() -> None:
+    """Three captions per image (noisy views of it): the loss with `owner` ranks each
+    caption's own image first, and with perfect vectors it is near its minimum."""
+    torch.manual_seed(0)
+    n, per, d = 32, 3, 16
+    x = torch.randn(n, d)
+    owner = torch.arange(n).repeat_interleave(per)
+    y = x[owner] @ torch.randn(d, d) + 0.3 * torch.randn(n * per, d)
+    fx, fy = torch.nn.Linear(d, 8), torch.nn.Linear(d, 8)
+    scale = torch.nn.Parameter(torch.tensor(np.log(10.0), dtype=torch.float32))
+    opt = torch.optim.Adam([*fx.parameters(), *fy.parameters(), scale], lr=0.03)
+    cfg = TrainConfig()
+
+    def caption_top1() -> float:
+        with torch.no_grad():
+            sims = torch.nn.functional.normalize(fy(y), dim=-1) @ torch.nn.functional.normalize(fx(x), dim=-1).T
+            return float((sims.argmax(1) == owner).float().mean())
+
+    acc0 = caption_top1()
+    for _ in range(150):
+        a, b = torch.nn.functional.normalize(fx(x), dim=-1), torch.nn.functional.normalize(fy(y), dim=-1)
+        loss = contrastive_loss(a, b, scale, cfg, owner)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert acc0 < 0.3 and caption_top1() > 0.9
+    # Captions that all sit on their image cost ~nothing: every one counts as the right answer
+    # (cross-entropy with one target per image would be stuck at log(per) for image->text).
+    ideal = torch.eye(n)
+    assert contrastive_loss(ideal, ideal[owner], torch.tensor(np.log(100.0)), cfg, owner) < 0.01
+
+
 # ---------------------------------------------------------------------------- towers
 
 
@@ -171,8 +204,9 @@ def _fake_header(cnn: M.CnnBackbone, text: M.TextBackbone) -> dict:
 def heads_file(towers: tuple, tmp_path_factory: pytest.TempPathFactory) -> Path:
     cnn, text = towers
     torch.manual_seed(1)
-    cfg = M.HeadsConfig(embed_dim=24, hidden=48, img_tail=2, txt_tail=1, flip_tta=True)
-    heads = M.JointHeads(cfg, cnn.feat_dim, text.dim, cnn.tail_modules(2), text.tail_layers(1))
+    cfg = M.HeadsConfig(embed_dim=12, hidden=48, img_tail=1, img_layers=3, img_probs=True, txt_tail=1,
+                        flip_tta=True, members=2)
+    heads = M.build_heads(cfg, cnn, text)
     path = tmp_path_factory.mktemp("heads") / "toy.safetensors"
     M.save_heads(path, heads, _fake_header(cnn, text))
     return path
@@ -181,7 +215,7 @@ def heads_file(towers: tuple, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_heads_file_round_trips(towers: tuple, heads_file: Path) -> None:
     cnn, text = towers
     header = read_heads_header(heads_file)  # plain JSON from the file: no torch involved
-    assert header["format"] == "lumen.bert_resnet.heads" and header["config"]["embed_dim"] == 24
+    assert header["format"] == "lumen.bert_resnet.heads" and header["config"]["embed_dim"] == 12
     assert header["image_backbone"]["arch"] == "mobilenet_v2" and header["text_backbone"]["dim"] == 32
     assert header["metrics"]["dev"]["t2i_r1"] == 1.0
     heads, _ = M.load_heads(heads_file, cnn, text)
@@ -192,8 +226,38 @@ def test_heads_file_round_trips(towers: tuple, heads_file: Path) -> None:
     with torch.inference_mode():
         trunk = cnn.trunk(x, 2)
         assert torch.allclose(heads.image_from_trunk(trunk), heads2.image_from_trunk(trunk), atol=1e-3)
+        assert heads.image_from_trunk(trunk).shape == (3, 24)  # 2 members x 12
     for name, tensor in heads.state_dict().items():
         assert torch.allclose(tensor, heads2.state_dict()[name], atol=1e-3), name
+    # The frozen stage and the classifier come from the (fingerprinted) backbone, not the file.
+    from safetensors import safe_open
+
+    with safe_open(str(heads_file), "pt") as f:
+        keys = set(f.keys())
+    assert not any(k.startswith(("img_tail.0.", "img_classifier.")) for k in keys)
+    assert any(k.startswith("img_tail.1.") for k in keys)
+
+
+def test_heads_file_from_before_ensembles_still_loads(towers: tuple, tmp_path: Path) -> None:
+    """Version-1 files without members: one projection pair, a scalar temperature."""
+    from safetensors.torch import load_file, save_file
+
+    cnn, text = towers
+    cfg = M.HeadsConfig(embed_dim=8, hidden=16)
+    heads = M.build_heads(cfg, cnn, text)
+    new = tmp_path / "new.safetensors"
+    M.save_heads(new, heads, _fake_header(cnn, text))
+    old_state = {k.replace("img_proj.0.", "img_proj.").replace("txt_proj.0.", "txt_proj."): v
+                 for k, v in load_file(str(new)).items()}
+    old_state["logit_scale"] = old_state["logit_scale"].reshape(())
+    header = read_heads_header(new)
+    header["config"] = {k: v for k, v in header["config"].items() if k not in ("members", "img_layers", "img_probs")}
+    old = tmp_path / "old.safetensors"
+    save_file(old_state, str(old), metadata={"lumen": json.dumps(header)})
+    loaded, _ = M.load_heads(old, cnn, text)
+    with torch.inference_mode():
+        pooled = torch.from_numpy(text.encode(["a dog"]))
+        assert torch.allclose(loaded.text_from_states(pooled), heads.eval().text_from_states(pooled), atol=1e-2)
 
 
 def test_heads_file_refuses_other_backbones(towers: tuple, heads_file: Path, tmp_path: Path) -> None:
@@ -265,7 +329,8 @@ def toy_dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, P
 
 def _train(towers: tuple, toy: tuple, out: Path, seed: int, cache: Path):
     images, tsv, train, dev = toy
-    cfg = TrainConfig(heads=M.HeadsConfig(embed_dim=16, hidden=32, img_tail=1, txt_tail=1), batch=4,
+    cfg = TrainConfig(heads=M.HeadsConfig(embed_dim=8, hidden=32, img_tail=1, img_layers=2, img_probs=True,
+                                          txt_tail=1, members=2), batch=4,
                       views=("orig", "flip", "crop1"))
     return train_heads(images, tsv, train, dev, out, epochs=2, seed=seed, cache=cache, config=cfg,
                        backbones=towers)
@@ -285,6 +350,9 @@ def test_train_heads_writes_a_usable_file_reproducibly(towers: tuple, toy_datase
     header = read_heads_header(Path(rep.out))
     assert header["training"]["train_images"] == 8 and header["training"]["val"] == "dev.txt"
     assert header["training"]["seed"] == 3 and header["metrics"]["dev"] == rep.dev
+    # The tuned CNN stage really trained; the frozen classifier copy did not.
+    assert not torch.allclose(h1.img_tail[0][0].weight, cnn.stages[-1][0].weight)
+    assert torch.equal(h1.img_classifier[-1].weight, cnn.classifier[-1].weight)
     enc = BertResnetEncoder(text.ref, CnnRef("mobilenet_v2", None), Path(rep.out), backbones=towers)
     assert enc.encode_texts(["a red dog"]).shape == (1, 16)
 

@@ -69,8 +69,6 @@ CNN_DIMS: dict[str, int] = {
     "convnext_tiny": 768, "convnext_small": 768, "convnext_base": 1024, "convnext_large": 1536,
     "regnet_y_400mf": 440, "regnet_y_800mf": 784, "regnet_y_1_6gf": 888, "regnet_y_3_2gf": 1512,
 }
-# The tails we fine-tune for the shipped heads' CNN; other CNNs get a sensible default.
-DEFAULT_TAIL = {"mobilenet_v2": 2}
 
 
 # --------------------------------------------------------------------------- refs

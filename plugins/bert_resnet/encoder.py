@@ -13,6 +13,7 @@ import numpy as np
 
 from desktop.encoders import EncoderError, LazyModel, batched, l2_normalize, resolve_device
 from plugins.bert_resnet import CnnRef, TextRef, heads_hash, read_heads_header
+from plugins.bert_resnet.config import HeadsConfig
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class BertResnetEncoder(LazyModel):
                     f"heads file {heads_path} was trained for {txt['name']} + {img['arch']}, "
                     f"not {text.name} + {cnn.arch}; train heads for these with `lumen train-heads`")
             self.id = f"{base}:heads-{heads_hash(heads_path)}"
-            self.dim = int(self.header["config"]["embed_dim"])
+            self.dim = HeadsConfig.from_dict(self.header["config"]).out_dim
             self.joint = True
         else:
             self.header = None
@@ -120,7 +121,7 @@ class BertResnetEncoder(LazyModel):
 
         m = self.model
         heads = m.heads
-        tail = heads.cfg.img_tail if heads is not None else 0
+        tail = heads.cfg.cut if heads is not None else 0
         views = [False, True] if heads is not None and heads.cfg.flip_tta else [False]
         vecs = []
         tags: list[list[tuple[str, float]]] = []

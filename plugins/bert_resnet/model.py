@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INPUT_SIZE = 224
+PROBS_SCALE = 10.0  # class probabilities as features: ~ the pooled features' magnitude
 HUB_HOST_TIMEOUT_S = 3.0
 
 
@@ -173,6 +174,22 @@ class CnnBackbone(nn.Module):
 
     def tail_modules(self, tail: int) -> nn.Sequential:
         return nn.Sequential(*copy.deepcopy(list(self.stages[len(self.stages) - tail :])))
+
+    def classifier_module(self) -> nn.Module:
+        """A frozen copy of the classifier that maps pooled (n, c) features to logits."""
+        clf = copy.deepcopy(self.classifier).eval().requires_grad_(False)
+        return clf if self._flatten_first else nn.Sequential(nn.Unflatten(1, (self.feat_dim, 1, 1)), clf)
+
+    def stage_dims(self) -> list[int]:
+        """Output channels of every stage (from one tiny forward pass)."""
+        dims = []
+        p = next(self.parameters())
+        with torch.inference_mode():
+            x = torch.zeros(1, 3, 64, 64, dtype=p.dtype, device=p.device)
+            for stage in self.stages:
+                x = stage(x)
+                dims.append(int(x.shape[1]))
+        return dims
 
     def pool(self, fmap: torch.Tensor) -> torch.Tensor:
         return fmap.mean(dim=(2, 3))
@@ -398,34 +415,103 @@ class AttnPool(nn.Module):
 
 
 class JointHeads(nn.Module):
+    """Everything trained, plus copies of the frozen CNN stages and classifier that the
+    image features need after the cached trunk (so a heads file is self-contained).
+
+    Image features = pooled outputs of the last `img_layers` stages (+ class probabilities);
+    each of `members` projection pairs maps them and the text embedding into its own unit
+    space, and the joint vector is their concatenation / sqrt(members): its cosine is the
+    members' mean cosine."""
+
     def __init__(self, cfg: HeadsConfig, img_dim: int, txt_dim: int,
-                 img_tail: nn.Module | None = None, txt_tail: nn.ModuleList | None = None) -> None:
+                 img_tail: nn.Module | None = None, txt_tail: nn.ModuleList | None = None,
+                 classifier: nn.Module | None = None, stage_dims: Sequence[int] = ()) -> None:
         super().__init__()
         self.cfg = cfg
         self.img_tail = img_tail if img_tail is not None else nn.Sequential()
+        if len(self.img_tail) != cfg.cut:
+            raise ValueError(f"heads need the last {cfg.cut} CNN stages, got {len(self.img_tail)}")
+        for i, stage in enumerate(self.img_tail):  # copies of a frozen backbone: thaw the tuned ones
+            stage.requires_grad_(i >= cfg.cut - cfg.img_tail)
         self.txt_tail = txt_tail if txt_tail is not None else nn.ModuleList()
+        self.img_classifier = classifier
+        if cfg.img_probs and classifier is None:
+            raise ValueError("img_probs needs the CNN's classifier")
+        dims = list(stage_dims)[-cfg.img_layers :] if cfg.img_layers > 1 else [img_dim]
+        if len(dims) != cfg.img_layers:
+            raise ValueError(f"img_layers={cfg.img_layers} needs the widths of the last {cfg.img_layers} stages")
+        n_classes = [m for m in classifier.modules() if isinstance(m, nn.Linear)][-1].out_features \
+            if classifier is not None else 0
+        feat_dim = sum(dims) + (n_classes if cfg.img_probs else 0)
         self.img_pool = AttnPool(img_dim) if cfg.img_pool == "attn" else None
-        self.img_proj = Projection(img_dim, cfg.hidden, cfg.embed_dim, cfg.dropout, cfg.residual)
-        self.txt_proj = Projection(txt_dim, cfg.hidden, cfg.embed_dim, cfg.dropout, cfg.residual)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.img_proj = nn.ModuleList(Projection(feat_dim, cfg.hidden, cfg.embed_dim, cfg.dropout, cfg.residual)
+                                      for _ in range(cfg.members))
+        self.txt_proj = nn.ModuleList(Projection(txt_dim, cfg.hidden, cfg.embed_dim, cfg.dropout, cfg.residual)
+                                      for _ in range(cfg.members))
+        self.logit_scale = nn.Parameter(torch.full((cfg.members,), math.log(1 / 0.07)))
 
-    def image_from_trunk(self, trunk_fmap: torch.Tensor) -> torch.Tensor:
-        """Trunk feature map (or pooled features when img_tail == 0) -> joint vector."""
-        x = trunk_fmap
-        if x.dim() == 4:
-            x = self.img_tail(x)
-            x = self.img_pool(x) if self.img_pool is not None else x.mean(dim=(2, 3))
-        return F.normalize(self.img_proj(x), dim=-1)
+    def train(self, mode: bool = True) -> JointHeads:
+        super().train(mode)
+        # Frozen copies stay in eval mode: no dropout in the classifier, no batch-norm updates.
+        for frozen in list(self.img_tail)[: self.cfg.cut - self.cfg.img_tail]:
+            frozen.eval()
+        if self.img_classifier is not None:
+            self.img_classifier.eval()
+        return self
 
-    def text_from_states(self, states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Hidden states (b, t, h) + mask, or pooled embeddings (b, h) when txt_tail == 0."""
+    def frozen_keys(self) -> tuple[str, ...]:
+        """State-dict prefixes of the frozen copies: not saved, rebuilt from the backbone."""
+        return (*(f"img_tail.{i}." for i in range(self.cfg.cut - self.cfg.img_tail)), "img_classifier.")
+
+    def image_features(self, trunk_fmap: torch.Tensor) -> torch.Tensor:
+        """Trunk feature map (n, c, h, w) -> the vector the projections read."""
+        outs = [trunk_fmap]
+        for stage in self.img_tail:
+            outs.append(stage(outs[-1]))
+        last = outs[-1]
+        pooled = self.img_pool(last) if self.img_pool is not None else last.mean(dim=(2, 3))
+        parts = [o.mean(dim=(2, 3)) for o in outs[-self.cfg.img_layers : -1]] + [pooled]
+        if self.cfg.img_probs:
+            assert self.img_classifier is not None
+            parts.append(PROBS_SCALE * self.img_classifier(pooled).softmax(-1))
+        return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+
+    def image_parts(self, features: torch.Tensor) -> list[torch.Tensor]:
+        return [F.normalize(p(features), dim=-1) for p in self.img_proj]
+
+    def text_parts(self, pooled: torch.Tensor) -> list[torch.Tensor]:
+        return [F.normalize(p(pooled), dim=-1) for p in self.txt_proj]
+
+    def _join(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(parts, 1) / math.sqrt(len(parts)) if len(parts) > 1 else parts[0]
+
+    def text_pooled(self, states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states (b, t, h) + mask through the tuned layers, or pooled embeddings (b, h)."""
         x = states
         if x.dim() == 3:
             assert mask is not None
             for layer in self.txt_tail:
                 x = layer(x, mask)
             x = F.normalize(mean_pool(x, mask), dim=-1)
-        return F.normalize(self.txt_proj(x), dim=-1)
+        return x
+
+    def image_from_trunk(self, trunk_fmap: torch.Tensor) -> torch.Tensor:
+        """Trunk feature map (or precomputed `image_features` when 2-D) -> joint vector."""
+        x = trunk_fmap if trunk_fmap.dim() == 2 else self.image_features(trunk_fmap)
+        return self._join(self.image_parts(x))
+
+    def text_from_states(self, states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states (b, t, h) + mask, or pooled embeddings (b, h) when txt_tail == 0."""
+        return self._join(self.text_parts(self.text_pooled(states, mask)))
+
+
+def build_heads(cfg: HeadsConfig, cnn: CnnBackbone, text: TextBackbone) -> JointHeads:
+    """Fresh heads for these backbones (the trainer's start, load_heads' skeleton)."""
+    return JointHeads(cfg, cnn.feat_dim, text.dim,
+                      cnn.tail_modules(cfg.cut) if cfg.cut else None,
+                      text.tail_layers(cfg.txt_tail) if cfg.txt_tail else None,
+                      cnn.classifier_module() if cfg.img_probs else None,
+                      cnn.stage_dims() if cfg.img_layers > 1 else ())
 
 
 # --------------------------------------------------------------------------- heads file
@@ -455,8 +541,9 @@ def save_heads(path: Path, heads: JointHeads, header: dict[str, Any]) -> str:
     from safetensors.torch import save_file
 
     header = {**header, "format": HEADS_FORMAT, "version": HEADS_VERSION, "config": heads.cfg.to_dict()}
+    frozen = heads.frozen_keys()
     state = {k: (v.detach().to(torch.float16) if v.dtype == torch.float32 and k != "logit_scale" else v.detach())
-             .contiguous().cpu() for k, v in heads.state_dict().items()}
+             .contiguous().cpu() for k, v in heads.state_dict().items() if not k.startswith(frozen)}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(state, str(tmp), metadata={"lumen": json.dumps(header, sort_keys=True)})
@@ -470,13 +557,25 @@ def load_heads(path: Path, cnn: CnnBackbone, text: TextBackbone, device: str = "
 
     header = read_heads_header(path)
     check_backbones(header, cnn, text)
-    cfg = HeadsConfig.from_dict(header["config"])
-    heads = JointHeads(cfg, cnn.feat_dim, text.dim,
-                       cnn.tail_modules(cfg.img_tail) if cfg.img_tail else None,
-                       text.tail_layers(cfg.txt_tail) if cfg.txt_tail else None)
+    heads = build_heads(HeadsConfig.from_dict(header["config"]), cnn, text)
     state = {k: v.float() for k, v in load_file(str(path)).items()}
-    heads.load_state_dict(state)
+    missing, unexpected = heads.load_state_dict(_upgrade_state(state), strict=False)
+    missing = [k for k in missing if not k.startswith(heads.frozen_keys())]
+    if missing or unexpected:
+        raise EncoderError(f"heads file {path} does not fit its own config: missing {missing[:4]}, "
+                           f"unexpected {unexpected[:4]}")
     return heads.eval().requires_grad_(False).to(device), header
+
+
+def _upgrade_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Files from before ensembles: one projection pair and a scalar temperature."""
+    out = {}
+    for k, v in state.items():
+        for side in ("img_proj.", "txt_proj."):
+            if k.startswith(side) and not k[len(side)].isdigit():
+                k = f"{side}0.{k[len(side):]}"
+        out[k] = v.reshape(1) if k == "logit_scale" and v.dim() == 0 else v
+    return out
 
 
 def check_backbones(header: dict, cnn: CnnBackbone, text: TextBackbone) -> None:

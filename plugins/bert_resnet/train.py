@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from plugins.bert_resnet.config import HeadsConfig, TrainConfig
+from plugins.bert_resnet.config import TrainConfig
 
 if TYPE_CHECKING:
     from plugins.bert_resnet.model import CnnBackbone, TextBackbone
@@ -89,7 +89,7 @@ def cmd_train_heads(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else (
         home.home / "heads" / f"{text.short}-{cnn.arch}-{time.strftime('%Y%m%d-%H%M%S')}.safetensors")
     cache = Path(args.cache) if args.cache else home.cache / "bert_resnet"
-    cfg = TrainConfig(heads=HeadsConfig())
+    cfg = TrainConfig()
     report = train_heads(args.images, args.captions, args.split, args.val, out, args.epochs, args.seed,
                          args.model, cache, cfg, resolve_device(args.device), progress=_ProgressLine())
     if args.json:

@@ -2,12 +2,15 @@
 
 Recipe (each part measured on Flickr8k dev; the log is in heads/TRAINING.md):
 - the frozen parts of both towers run once per image view / caption (features.py);
-- the last CNN stages and the last BERT layer(s) are fine-tuned on those cached states,
-  because frozen pooled features cap recall well below the targets;
-- augmentation = cached image views (mirror, seeded random crops) + the 5 captions;
-- symmetric InfoNCE with a learned temperature, optionally plus a VSE++ max-violation
-  hinge on the hardest in-batch negative;
-- AdamW with warm-up + cosine decay, a smaller learning rate on the pretrained tails;
+  with a frozen CNN the heads' input vectors are then computed once, and an epoch is a
+  few seconds of small matrix products;
+- image features: pooled outputs of the CNN's last stages + its class probabilities;
+- augmentation = cached image views (mirror, optionally seeded random crops) + all the
+  captions of each image in every batch (multi-positive InfoNCE, learned temperature);
+- an ensemble of members, each with its own initialisation and data order;
+- optional: fine-tuned last CNN stages / BERT layers on the cached states (measured:
+  no gain worth their cost on Flickr8k), a VSE++ hardest-negative hinge;
+- AdamW with warm-up + cosine decay, a smaller learning rate on pretrained tails;
 - the best epoch by dev recall is kept; the heads file records backbones, data, metrics.
 """
 
@@ -33,6 +36,8 @@ from plugins.bert_resnet.features import FeatureCache, TextCache
 from plugins.bert_resnet.train import TrainReport
 
 log = logging.getLogger(__name__)
+
+MAX_CAPTIONS = 5  # per image and batch with all_captions (Flickr8k and COCO have 5)
 
 
 @dataclass
@@ -78,7 +83,7 @@ def embed_split(heads: M.JointHeads, split: Split, views: Sequence[str] = ("orig
     heads.eval()
     dev = _device_of(heads)
     n = len(split.data.images)
-    img = np.zeros((n, heads.cfg.embed_dim), np.float32)
+    img = np.zeros((n, heads.cfg.out_dim), np.float32)
     for view in views:
         arr = split.views[view]
         for s in range(0, n, batch):
@@ -86,7 +91,7 @@ def embed_split(heads: M.JointHeads, split: Split, views: Sequence[str] = ("orig
             img[s : s + batch] += heads.image_from_trunk(x).cpu().numpy()
     img /= np.linalg.norm(img, axis=1, keepdims=True)
     caps = len(split.data.captions)
-    txt = np.zeros((caps, heads.cfg.embed_dim), np.float32)
+    txt = np.zeros((caps, heads.cfg.out_dim), np.float32)
     tuned = bool(heads.cfg.txt_tail)
     order = np.argsort(np.diff(split.text.offsets))  # similar lengths together: less padding
     for s in range(0, caps, batch):
@@ -102,11 +107,21 @@ def evaluate(heads: M.JointHeads, split: Split, views: Sequence[str] = ("orig",)
 
 
 def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor,
-                     cfg: TrainConfig) -> torch.Tensor:
-    """Symmetric InfoNCE (CLIP) over a batch of paired unit vectors, with a learned
-    temperature; optionally + VSE++'s hinge on the hardest negative of each row/column."""
+                     cfg: TrainConfig, owner: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE (CLIP) over a batch of unit vectors, with a learned temperature.
+
+    Without `owner`, row i of `txt` pairs with row i of `img` (+ optionally VSE++'s hinge on
+    the hardest negative of each row/column). With `owner` (the image row of each caption),
+    several captions share an image: text->image is plain cross-entropy, image->text counts
+    every caption of the image as a positive (multi-positive InfoNCE)."""
     sims = img @ txt.T
     scale = logit_scale.clamp(max=math.log(100.0)).exp()
+    if owner is not None:
+        logits = scale * sims  # (images, captions)
+        t2i = F.cross_entropy(logits.T, owner, label_smoothing=cfg.label_smoothing)
+        pos = owner[None, :] == torch.arange(len(img), device=img.device)[:, None]
+        i2t = (torch.logsumexp(logits, 1) - torch.logsumexp(logits.masked_fill(~pos, -torch.inf), 1)).mean()
+        return 0.5 * (t2i + i2t)
     target = torch.arange(len(img), device=img.device)
     loss = 0.5 * (F.cross_entropy(scale * sims, target, label_smoothing=cfg.label_smoothing)
                   + F.cross_entropy(scale * sims.T, target, label_smoothing=cfg.label_smoothing))
@@ -119,20 +134,14 @@ def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Te
     return loss
 
 
-def build_heads(cfg: TrainConfig, cnn: M.CnnBackbone, text: M.TextBackbone) -> M.JointHeads:
-    h = cfg.heads
-    return M.JointHeads(h, cnn.feat_dim, text.dim,
-                        cnn.tail_modules(h.img_tail) if h.img_tail else None,
-                        text.tail_layers(h.txt_tail) if h.txt_tail else None)
-
-
-def pooled_views(cnn: M.CnnBackbone, views: dict[str, np.ndarray], tail: int) -> dict[str, np.ndarray]:
-    """Frozen-tail variant: the CNN's pooled features from cached trunk maps."""
+def image_feature_views(heads: M.JointHeads, views: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Frozen CNN stages: the heads' input vectors, computed once from the cached trunk maps."""
     out = {}
-    dev = _device_of(cnn)
+    dev = _device_of(heads)
     with torch.inference_mode():
+        heads.eval()
         for name, arr in views.items():
-            chunks = [cnn.pool(cnn.run_tail(_image_input(arr, np.arange(s, min(len(arr), s + 256)), dev), tail))
+            chunks = [heads.image_features(_image_input(arr, np.arange(s, min(len(arr), s + 256)), dev))
                       for s in range(0, len(arr), 256)]
             out[name] = torch.cat(chunks).cpu().numpy()
     return out
@@ -142,11 +151,11 @@ def fit(cfg: TrainConfig, heads: M.JointHeads, train: Split, dev: Split | None,
         progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, torch.Tensor], list[dict], int]:
     """Train; returns (best state, per-epoch history, best epoch)."""
     seed_everything(cfg.seed)
-    gen = np.random.default_rng(cfg.seed)
     device = _device_of(heads)
-    img_tail_params, txt_tail_params = list(heads.img_tail.parameters()), list(heads.txt_tail.parameters())
+    img_tail_params = [p for p in heads.img_tail.parameters() if p.requires_grad]
+    txt_tail_params = list(heads.txt_tail.parameters())
     tail_ids = {id(p) for p in img_tail_params + txt_tail_params}
-    rest = [p for p in heads.parameters() if id(p) not in tail_ids]
+    rest = [p for p in heads.parameters() if id(p) not in tail_ids and p.requires_grad]
     no_decay = {id(heads.logit_scale)} | {id(p) for p in rest if p.dim() < 2}
     groups = [
         {"params": [p for p in rest if id(p) not in no_decay], "lr": cfg.lr, "weight_decay": cfg.weight_decay},
@@ -166,40 +175,54 @@ def fit(cfg: TrainConfig, heads: M.JointHeads, train: Split, dev: Split | None,
     caps_of = [train.data.captions_of(i) for i in range(n)]
     views = [v for v in cfg.views if v in train.views]
     tuned_text = bool(cfg.heads.txt_tail)
+    # Each member sees its own order of images, views and captions: the ensemble's
+    # members differ by more than their initialisation.
+    gens = [np.random.default_rng([cfg.seed, k]) for k in range(cfg.heads.members)]
     history: list[dict] = []
     best: tuple[float, int, dict[str, torch.Tensor]] = (-1.0, 0, {})
     step = 0
     for epoch in range(1, cfg.epochs + 1):
         heads.train()
         t0 = time.monotonic()
-        perm = gen.permutation(n)
+        perms = [g.permutation(n) for g in gens]
         losses = []
         for b in range(steps_per_epoch):
-            idx = perm[b * cfg.batch : (b + 1) * cfg.batch]
-            # One random view per image and one random caption of it: unique images per
-            # batch, so no false negatives among the in-batch negatives.
-            view_of = gen.integers(0, len(views), len(idx))
-            img_in = torch.empty((len(idx), *train.views[views[0]].shape[1:]), dtype=torch.float32, device=device)
-            for v in range(len(views)):
-                rows = np.flatnonzero(view_of == v)
-                if len(rows):
-                    img_in[torch.from_numpy(rows).to(device)] = _image_input(train.views[views[v]], idx[rows], device)
-            cap_idx = [caps_of[i][gen.integers(len(caps_of[i]))] for i in idx]
-            states, mask = _text_input(train.text, cap_idx, tuned_text, device)
             lr_mult = min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
             for g, base in zip(opt.param_groups, base_lrs, strict=True):
                 g["lr"] = base * lr_mult
-            loss = contrastive_loss(heads.image_from_trunk(img_in), heads.text_from_states(states, mask),
-                                    heads.logit_scale, cfg)
+            loss = torch.zeros((), device=device)
+            for k, gen in enumerate(gens):
+                idx = perms[k][b * cfg.batch : (b + 1) * cfg.batch]
+                # One random view per image and one random caption of it: unique images per
+                # batch, so no false negatives among the in-batch negatives.
+                view_of = gen.integers(0, len(views), len(idx))
+                img_in = torch.empty((len(idx), *train.views[views[0]].shape[1:]), dtype=torch.float32,
+                                     device=device)
+                for v in range(len(views)):
+                    rows = np.flatnonzero(view_of == v)
+                    if len(rows):
+                        img_in[torch.from_numpy(rows).to(device)] = _image_input(train.views[views[v]], idx[rows],
+                                                                                 device)
+                if cfg.all_captions:  # up to MAX_CAPTIONS of each image, all positives
+                    caps = [gen.permutation(caps_of[i])[:MAX_CAPTIONS] for i in idx]
+                    cap_idx = np.concatenate(caps)
+                    owner = torch.from_numpy(np.repeat(np.arange(len(idx)), [len(c) for c in caps])).to(device)
+                else:  # one random caption per image
+                    cap_idx, owner = np.array([caps_of[i][gen.integers(len(caps_of[i]))] for i in idx]), None
+                states, mask = _text_input(train.text, cap_idx, tuned_text, device)
+                feats = img_in if img_in.dim() == 2 else heads.image_features(img_in)
+                img = F.normalize(heads.img_proj[k](feats), dim=-1)
+                txt = F.normalize(heads.txt_proj[k](heads.text_pooled(states, mask)), dim=-1)
+                loss = loss + contrastive_loss(img, txt, heads.logit_scale[k], cfg, owner)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(loss.item())
+            losses.append(loss.item() / len(gens))
             step += 1
             if progress:
                 progress(step, total)
         rec: dict[str, float] = {"epoch": epoch, "loss": float(np.mean(losses)),
-                                 "temp": float(1 / heads.logit_scale.detach().exp()), "seconds": time.monotonic() - t0}
+                                 "temp": float((1 / heads.logit_scale.detach().exp()).mean()), "seconds": time.monotonic() - t0}
         if dev is not None:
             rec.update(evaluate(heads, dev, ("orig", "flip") if cfg.heads.flip_tta and "flip" in dev.views
                                 else ("orig",)))
@@ -215,10 +238,10 @@ def fit(cfg: TrainConfig, heads: M.JointHeads, train: Split, dev: Split | None,
     return best[2], history, best[1]
 
 
-def load_split(fc: FeatureCache, images_dir: Path, data: CaptionSet, views: Sequence[str], img_tail: int,
+def load_split(fc: FeatureCache, images_dir: Path, data: CaptionSet, views: Sequence[str], cut: int,
                txt_layer: int, seed: int) -> Split:
     paths = [images_dir / n for n in data.images]
-    arrs = {v: fc.image_view(paths, v, img_tail, seed) for v in views}
+    arrs = {v: fc.image_view(paths, v, cut, seed) for v in views}
     text = fc.captions(data.captions, [txt_layer])[txt_layer]
     return Split(data, arrs, text)
 
@@ -254,19 +277,19 @@ def run(images_dir: str | Path, captions_tsv: str | Path, split: str | Path, val
         raise ValueError(f"no captioned images from {split} found in {images_dir}")
     log.info("train: %d images, %d captions", len(train_data.images), len(train_data.captions))
     t_feat = time.monotonic()
-    train = load_split(fc, images_dir, train_data, cfg.views, cfg.heads.img_tail, txt_layer, seed)
+    train = load_split(fc, images_dir, train_data, cfg.views, cfg.heads.cut, txt_layer, seed)
     dev = None
     if val:
         dev_data = load_captions(captions_tsv, val, images_dir)
         dev_views = ("orig", "flip") if cfg.heads.flip_tta else ("orig",)
-        dev = load_split(fc, images_dir, dev_data, dev_views, cfg.heads.img_tail, txt_layer, seed)
+        dev = load_split(fc, images_dir, dev_data, dev_views, cfg.heads.cut, txt_layer, seed)
         log.info("dev: %d images, %d captions", len(dev_data.images), len(dev_data.captions))
     feature_s = time.monotonic() - t_feat
-    if not cfg.heads.img_tail:  # frozen tail: pool once, train on vectors
-        train.views = pooled_views(cnn, train.views, 0)
+    heads = M.build_heads(cfg.heads, cnn, text).to(device)
+    if not cfg.heads.img_tail:  # frozen CNN: its features once, then train on vectors
+        train.views = image_feature_views(heads, train.views)
         if dev is not None:
-            dev.views = pooled_views(cnn, dev.views, 0)
-    heads = build_heads(cfg, cnn, text).to(device)
+            dev.views = image_feature_views(heads, dev.views)
     state, history, best_epoch = fit(cfg, heads, train, dev,
                                      (lambda d, t: progress("train", d, t)) if progress else None)
     heads.load_state_dict(state)
