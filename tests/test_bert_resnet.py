@@ -238,6 +238,26 @@ def test_heads_file_round_trips(towers: tuple, heads_file: Path) -> None:
     assert any(k.startswith("img_tail.1.") for k in keys)
 
 
+def test_recipe_heads_fit_other_cnn_layouts(towers: tuple) -> None:
+    """The shipped recipe (last 3 stages + class probabilities, 3 members) on a ResNet and
+    a ConvNeXt: stage widths and classifiers come from the network, not from MobileNetV2."""
+    import torchvision
+
+    from plugins.bert_resnet.config import RECIPE
+
+    _, text = towers
+    for arch, net in (("resnet18", torchvision.models.resnet18(weights=None, num_classes=7)),
+                      ("convnext_tiny", torchvision.models.convnext_tiny(weights=None, num_classes=7))):
+        cnn = M.wrap_cnn(arch, net, [f"c{i}" for i in range(7)], "random")
+        heads = M.build_heads(RECIPE, cnn, text).eval()
+        x = M.preprocess(_images(2))
+        with torch.inference_mode():
+            feats = heads.image_features(cnn.trunk(x, RECIPE.cut))
+            vec = heads.image_from_trunk(cnn.trunk(x, RECIPE.cut))
+        assert feats.shape == (2, sum(cnn.stage_dims()[-3:]) + 7), arch
+        assert vec.shape == (2, RECIPE.out_dim) and torch.allclose(vec.norm(dim=1), torch.ones(2)), arch
+
+
 def test_heads_file_from_before_ensembles_still_loads(towers: tuple, tmp_path: Path) -> None:
     """Version-1 files without members: one projection pair, a scalar temperature."""
     from safetensors.torch import load_file, save_file
