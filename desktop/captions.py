@@ -43,7 +43,7 @@ from desktop.encoders import (
     split_spec,
 )
 from desktop.library import Filters, Hit, Library, LibraryError, Progress
-from desktop.model_host import RemoteEncoder
+from desktop.model_host import RemoteEncoder, end_process
 from desktop.settings import encoder_slug
 
 log = logging.getLogger(__name__)
@@ -231,8 +231,7 @@ def forget_captioners(lib: Library) -> None:
     """Drop this library's cached captioners, ending any model process they run in."""
     with _captioners_lock:
         for captioner in _captioners.pop(lib, {}).values():
-            if isinstance(captioner, RemoteEncoder):
-                captioner.unload()
+            end_process(captioner)
 
 
 def _from_vectors(captioner: Any, encoder: Encoder) -> bool:

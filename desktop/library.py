@@ -32,7 +32,7 @@ from desktop.catalog import Catalog, CatalogError, Photo, Root, Skipped
 from desktop.encoders import Encoder, EncoderError, LazyModel, create_encoder
 from desktop.index import AnnIndex
 from desktop.indexer import Indexer, IndexReport, Progress, decode_size
-from desktop.model_host import RemoteEncoder
+from desktop.model_host import RemoteEncoder, end_process
 from desktop.scanner import Change, Watcher
 from desktop.settings import DEFAULT_ENCODER, Paths, encoder_slug, paths
 
@@ -231,7 +231,7 @@ class Library:
         if self._lock.is_locked:
             self._lock.release()
         for enc in (self._encoder, self._previous):
-            _end_process(enc)
+            end_process(enc)
         if self.model_process:
             from desktop.captions import forget_captioners  # captions imports this module
 
@@ -319,7 +319,7 @@ class Library:
         enc = self._create_encoder(spec, weights)
         self._write(lambda c: (c.set_meta("encoder.spec", spec), c.set_meta("encoder.weights", weights)))
         old, self.encoder_spec, self.weights, self._encoder = self._encoder, spec, weights, enc
-        _end_process(old)  # query_encoder() makes the previous one again if search still needs it
+        end_process(old)  # query_encoder() makes the previous one again if search still needs it
 
     def query_encoder(self) -> Encoder:
         """The encoder whose vectors answer queries: the active one once it has covered
@@ -329,11 +329,11 @@ class Library:
         done = json.loads(raw) if raw else None
         if done is None or done["id"] == active.id:
             if self._previous is not None:  # the new encoder has caught up
-                _end_process(self._previous)
+                end_process(self._previous)
                 self._previous = None
             return active
         if self._previous is None or self._previous.id != done["id"]:
-            _end_process(self._previous)
+            end_process(self._previous)
             self._previous = self._create_encoder(done["spec"], done["weights"])
         return self._previous
 
@@ -644,8 +644,3 @@ __all__ = [
     "parse_query",
 ]
 
-
-def _end_process(encoder: Encoder | None) -> None:
-    """End a model process that nothing will use any more (in-process models: nothing to do)."""
-    if isinstance(encoder, RemoteEncoder):
-        encoder.unload()

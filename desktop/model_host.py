@@ -206,6 +206,12 @@ class RemoteEncoder:
                 future.set_exception(err)
 
 
+def end_process(model: object) -> None:
+    """End the model process behind `model` if it has one (in-process models: nothing to do)."""
+    if isinstance(model, RemoteEncoder):
+        model.unload()
+
+
 def _stop(proc: subprocess.Popen) -> None:
     """Wait for a process whose stdin is closed; kill it if it does not end."""
     try:

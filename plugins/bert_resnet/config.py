@@ -31,6 +31,11 @@ class HeadsConfig:
         return max(self.img_tail, self.img_layers - 1)
 
     @property
+    def frozen_stages(self) -> int:
+        """The first of the `cut` stages, which only compute features (not trained)."""
+        return self.cut - self.img_tail
+
+    @property
     def out_dim(self) -> int:
         return self.embed_dim * self.members
 

@@ -432,7 +432,7 @@ class JointHeads(nn.Module):
         if len(self.img_tail) != cfg.cut:
             raise ValueError(f"heads need the last {cfg.cut} CNN stages, got {len(self.img_tail)}")
         for i, stage in enumerate(self.img_tail):  # copies of a frozen backbone: thaw the tuned ones
-            stage.requires_grad_(i >= cfg.cut - cfg.img_tail)
+            stage.requires_grad_(i >= cfg.frozen_stages)
         self.txt_tail = txt_tail if txt_tail is not None else nn.ModuleList()
         self.img_classifier = classifier
         if cfg.img_probs and classifier is None:
@@ -453,7 +453,7 @@ class JointHeads(nn.Module):
     def train(self, mode: bool = True) -> JointHeads:
         super().train(mode)
         # Frozen copies stay in eval mode: no dropout in the classifier, no batch-norm updates.
-        for frozen in list(self.img_tail)[: self.cfg.cut - self.cfg.img_tail]:
+        for frozen in list(self.img_tail)[: self.cfg.frozen_stages]:
             frozen.eval()
         if self.img_classifier is not None:
             self.img_classifier.eval()
@@ -461,7 +461,7 @@ class JointHeads(nn.Module):
 
     def frozen_keys(self) -> tuple[str, ...]:
         """State-dict prefixes of the frozen copies: not saved, rebuilt from the backbone."""
-        return (*(f"img_tail.{i}." for i in range(self.cfg.cut - self.cfg.img_tail)), "img_classifier.")
+        return (*(f"img_tail.{i}." for i in range(self.cfg.frozen_stages)), "img_classifier.")
 
     def image_features(self, trunk_fmap: torch.Tensor) -> torch.Tensor:
         """Trunk feature map (n, c, h, w) -> the vector the projections read."""
@@ -474,16 +474,20 @@ class JointHeads(nn.Module):
         if self.cfg.img_probs:
             assert self.img_classifier is not None
             parts.append(PROBS_SCALE * self.img_classifier(pooled).softmax(-1))
-        return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+        return torch.cat(parts, 1)
 
-    def image_parts(self, features: torch.Tensor) -> list[torch.Tensor]:
-        return [F.normalize(p(features), dim=-1) for p in self.img_proj]
+    def image_input(self, x: torch.Tensor) -> torch.Tensor:
+        """A trunk feature map, or already computed `image_features` (2-D): the latter."""
+        return x if x.dim() == 2 else self.image_features(x)
 
-    def text_parts(self, pooled: torch.Tensor) -> list[torch.Tensor]:
-        return [F.normalize(p(pooled), dim=-1) for p in self.txt_proj]
+    def image_part(self, features: torch.Tensor, member: int) -> torch.Tensor:
+        return F.normalize(self.img_proj[member](features), dim=-1)
+
+    def text_part(self, pooled: torch.Tensor, member: int) -> torch.Tensor:
+        return F.normalize(self.txt_proj[member](pooled), dim=-1)
 
     def _join(self, parts: list[torch.Tensor]) -> torch.Tensor:
-        return torch.cat(parts, 1) / math.sqrt(len(parts)) if len(parts) > 1 else parts[0]
+        return torch.cat(parts, 1) / math.sqrt(len(parts))
 
     def text_pooled(self, states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden states (b, t, h) + mask through the tuned layers, or pooled embeddings (b, h)."""
@@ -497,12 +501,13 @@ class JointHeads(nn.Module):
 
     def image_from_trunk(self, trunk_fmap: torch.Tensor) -> torch.Tensor:
         """Trunk feature map (or precomputed `image_features` when 2-D) -> joint vector."""
-        x = trunk_fmap if trunk_fmap.dim() == 2 else self.image_features(trunk_fmap)
-        return self._join(self.image_parts(x))
+        x = self.image_input(trunk_fmap)
+        return self._join([self.image_part(x, k) for k in range(self.cfg.members)])
 
     def text_from_states(self, states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden states (b, t, h) + mask, or pooled embeddings (b, h) when txt_tail == 0."""
-        return self._join(self.text_parts(self.text_pooled(states, mask)))
+        x = self.text_pooled(states, mask)
+        return self._join([self.text_part(x, k) for k in range(self.cfg.members)])
 
 
 def build_heads(cfg: HeadsConfig, cnn: CnnBackbone, text: TextBackbone) -> JointHeads:

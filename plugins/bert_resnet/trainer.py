@@ -193,8 +193,8 @@ def fit(cfg: TrainConfig, heads: M.JointHeads, train: Split, dev: Split | None,
             loss = torch.zeros((), device=device)
             for k, gen in enumerate(gens):
                 idx = perms[k][b * cfg.batch : (b + 1) * cfg.batch]
-                # One random view per image and one random caption of it: unique images per
-                # batch, so no false negatives among the in-batch negatives.
+                # One random view per image: unique images per batch, so the only positives
+                # among the captions are the image's own.
                 view_of = gen.integers(0, len(views), len(idx))
                 img_in = torch.empty((len(idx), *train.views[views[0]].shape[1:]), dtype=torch.float32,
                                      device=device)
@@ -210,9 +210,8 @@ def fit(cfg: TrainConfig, heads: M.JointHeads, train: Split, dev: Split | None,
                 else:  # one random caption per image
                     cap_idx, owner = np.array([caps_of[i][gen.integers(len(caps_of[i]))] for i in idx]), None
                 states, mask = _text_input(train.text, cap_idx, tuned_text, device)
-                feats = img_in if img_in.dim() == 2 else heads.image_features(img_in)
-                img = F.normalize(heads.img_proj[k](feats), dim=-1)
-                txt = F.normalize(heads.txt_proj[k](heads.text_pooled(states, mask)), dim=-1)
+                img = heads.image_part(heads.image_input(img_in), k)
+                txt = heads.text_part(heads.text_pooled(states, mask), k)
                 loss = loss + contrastive_loss(img, txt, heads.logit_scale[k], cfg, owner)
             opt.zero_grad(set_to_none=True)
             loss.backward()
