@@ -555,6 +555,74 @@ class Library:
         rows = cat.photos(sorted(wanted_ids))
         return [[Hit(rows[pid], score) for pid, score in row if pid in rows][:k] for row in raw]
 
+    # ---- photos, words, captions, tags, albums ------------------------------------------
+    # The one surface the window, the CLI and the HTTP server call; desktop/captions.py and
+    # desktop/search.py do the work.
+    def photo(self, photo_id: int) -> Photo | None:
+        return self._cat().photos([photo_id]).get(photo_id)
+
+    def paths_of(self, photo_id: int) -> list[str]:
+        """Every path holding this photo's bytes (copies are one photo)."""
+        return self._cat().paths_of(photo_id)
+
+    def find(self, text: str, k: int = 50, filters: Filters | None = None, mode: str = "both") -> list[Any]:
+        """Words (captions and tags), meaning (the encoder), or both fused by rank: list[Found]."""
+        from desktop import captions
+        return captions.search_mixed(self, text, k, filters, mode)
+
+    def find_words(self, text: str, k: int = 1000, filters: Filters | None = None) -> list[Any]:
+        from desktop import captions
+        return captions.find_words(self, text, k, filters)
+
+    def caption_pending(self, captioner_spec: str | None = None, progress: Callable[[Progress], None] | None = None,
+                        cancel: threading.Event | None = None, redo: bool = False, **options: Any) -> Any:
+        """Caption and tag every photo that lacks them (resumable): a CaptionReport."""
+        from desktop import captions
+        self._require_writer()
+        return captions.caption_pending(self, captioner_spec, progress, cancel, redo, **options)
+
+    def caption_photo(self, photo_id: int, spec: str | None = None) -> str:
+        from desktop import captions
+        return captions.caption_photo(self, photo_id, spec)
+
+    def set_caption(self, photo_id: int, text: str | None) -> None:
+        from desktop import captions
+        captions.set_caption(self, photo_id, text)
+
+    def set_tags(self, photo_id: int, tags: Sequence[str] | None) -> None:
+        from desktop import captions
+        captions.set_tags(self, photo_id, tags)
+
+    def edit_tags(self, photo_id: int, add: Iterable[str] = (), remove: Iterable[str] = ()) -> list[str]:
+        from desktop import captions
+        return captions.edit_tags(self, photo_id, add, remove)
+
+    def photo_text(self, photo_id: int) -> Any:
+        from desktop import captions
+        return captions.photo_text(self, photo_id)
+
+    def tag_counts(self, contains: str | None = None, limit: int | None = None) -> list[tuple[str, int]]:
+        return self._cat().tag_counts(contains, limit)
+
+    def photos_with_tag(self, tag: str) -> list[Hit]:
+        from desktop import captions
+        return captions.photos_with_tag(self, tag)
+
+    def save_album(self, name: str, query: str, mode: str = "both", filters: Filters | None = None,
+                   max_photos: int | None = None, min_score: float | None = None) -> Any:
+        from desktop import captions
+        return captions.save_album(self, name, query, mode, filters, max_photos, min_score)
+
+    def albums(self) -> list[Any]:
+        return self._cat().albums()
+
+    def delete_album(self, name: str) -> bool:
+        return self._write(lambda c: c.delete_album(name))
+
+    def album_photos(self, album: Any) -> list[Any]:
+        from desktop import captions
+        return captions.album_photos(self, album)
+
     # ---- thumbnails ---------------------------------------------------------------------
     def thumbnail(self, photo: Photo, size: int = 256) -> Path:
         """A cached JPEG thumbnail (keyed by content hash and size; oriented). Safe from any
