@@ -41,6 +41,7 @@ from desktop.encoders import (
     Tagger,
     get_plugin,
     split_spec,
+    understands_meaning,
 )
 from desktop.library import Filters, Hit, Library, LibraryError, Progress
 from desktop.model_host import RemoteEncoder, end_process
@@ -182,7 +183,9 @@ class ClassifierTagger:
 def taggers_for(lib: Library, vocabulary: Vocabulary | str | os.PathLike | None = None) -> list[Any]:
     encoder = lib.encoder
     out: list[Any] = []
-    if encoder.joint:
+    if encoder.joint and vocabulary is None and not understands_meaning(encoder):
+        log.info("%s matches no general concepts: no zero-shot tags from %s", encoder.id, VOCABULARY.name)
+    elif encoder.joint:
         if isinstance(vocabulary, Vocabulary):
             out.append(ZeroShotTagger(encoder, vocabulary, lib.paths.cache))
         elif vocabulary is not None or VOCABULARY.exists():

@@ -204,4 +204,12 @@ def offline_hint(what: str, option: str = "--weights PATH") -> str:
     )
 
 
+def understands_meaning(encoder: Any) -> bool:
+    """Whether an encoder's vectors carry general meaning. One that only matches what it was
+    built for (`colors`: colour words) says so with `meaningful = False`; zero-shot tags over the
+    general vocabulary and captions from the default bank would then be noise shown as fact
+    ("brown bear" on a brown wall), so Lumen makes none. Encoders without the attribute: True."""
+    return bool(getattr(encoder, "meaningful", True))
+
+
 ProgressFn = Callable[[int, int], None]

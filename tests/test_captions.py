@@ -95,10 +95,22 @@ def test_bank_is_deduplicated_cached_and_searchable(indexed: Library, bank: Path
     assert captioner.caption([images.load_for_encoding(photos / "yellow-1.jpg")]) == ["a yellow photo."]
 
 
-def test_default_bank_comes_from_the_vocabulary(indexed: Library) -> None:
-    captioner = captions.make_captioner(indexed, "retrieval")
-    assert captioner.bank.name == "tags" and len(captioner.bank.texts) > 2000
-    assert "A photo of a dog." in captioner.bank.texts
+def test_default_bank_comes_from_the_vocabulary() -> None:
+    from plugins.retrieval import resolve_bank
+
+    bank = resolve_bank(None)  # what the plain `retrieval` captioner uses
+    assert bank.name == "tags" and len(bank.texts) > 2000
+    assert "A photo of a dog." in bank.texts
+
+
+def test_no_general_tags_or_captions_from_an_encoder_without_meaning(indexed: Library, bank: Path) -> None:
+    """`colors` only knows colour words: "brown bear" on a brown photo would be false."""
+    with pytest.raises(EncoderError, match="does not understand general concepts"):
+        captions.make_captioner(indexed, "retrieval")
+    report = captions.caption_pending(indexed)  # the defaults: nothing made up, nothing stored
+    assert report.captioner is None and report.captioned == 0 and report.tagged == 0
+    assert captions.tag_counts(indexed) == []
+    assert captions.caption_pending(indexed, f"retrieval:{bank}").captioned > 0  # the user's own bank
 
 
 def test_missing_bank_and_missing_encoder_fail_clearly(indexed: Library, tmp_path: Path) -> None:
@@ -425,7 +437,7 @@ def test_cli_end_to_end(capsys, photos: Path, home: Path, bank: Path, tmp_path: 
     assert lumen(capsys, "add", str(photos), *h, "--encoder", "colors")[0] == 0
     assert lumen(capsys, "index", "--no-captions", *h)[0] == 0
     code, out, _ = lumen(capsys, "caption", "--captioner", f"retrieval:{bank}", *h)
-    assert code == 0 and "12 captioned" in out and "12 tagged" in out
+    assert code == 0 and "12 captioned" in out and "0 tagged" in out  # colors: no general tags
 
     red = str(photos / "red-1.jpg")
     code, out, _ = lumen(capsys, "tags", red, *h)

@@ -24,10 +24,18 @@ Where the CNN weights come from (first hit wins)
    the CNN whose name starts its file name (``mobilenet_v2_imagenet1k.pth`` -> mobilenet_v2).
 2. ``<Lumen home>/models/`` (same naming rule, also ``<home>/models/<cnn>/``).
 3. ``../shared/models/<cnn>/`` next to a source checkout (this project's dev machines).
-4. torchvision's download (cached under torch's hub dir); offline this fails in seconds
+4. The packaged file, ``plugins/bert_resnet/backbones/<cnn>/`` (MobileNetV2 only: the
+   weights the shipped heads were trained on, as fp16 safetensors; see PROVENANCE.md there),
+   so an installed wheel works anywhere, offline.
+5. torchvision's download (cached under torch's hub dir); offline this fails in seconds
    with a message that says what to do.
 The default model is ``all-MiniLM-L6-v2+mobilenet_v2`` when MobileNetV2 weights are
-found locally (the shipped heads are for those), else ``all-MiniLM-L6-v2+resnet50``.
+found locally (always, with the packaged file), else ``all-MiniLM-L6-v2+resnet50``.
+
+A converted weights file (safetensors whose ``lumen`` metadata names
+``derived_from_sha256``) matches heads trained on the file it was converted from; loading
+the heads still checks the backbone's probe fingerprint, so a conversion that changed the
+features is refused.
 
 This module is cheap to import: no torch until a model is used.
 """
@@ -53,6 +61,7 @@ HEADS_FORMAT = "lumen.bert_resnet.heads"
 HEADS_VERSION = 1
 HEADS_SUFFIX = ".safetensors"
 BUNDLED_HEADS_DIR = Path(__file__).parent / "heads"
+PACKAGED_CNN_DIR = Path(__file__).parent / "backbones"
 TEXT_PROBE = "A dog runs across the grass with a red ball in its mouth ."
 DEFAULT_TEXT = "sentence-transformers/all-MiniLM-L6-v2"
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
@@ -124,6 +133,14 @@ class CnnRef:
             return "hub"
 
     @property
+    def derived_tag(self) -> str | None:
+        """For a converted file (fp16 safetensors), the tag of the file it was made from."""
+        if not self.path or not self.path.endswith(".safetensors"):
+            return None
+        sha = safetensors_lumen_meta(Path(self.path)).get("derived_from_sha256")
+        return f"file-{sha[:12]}" if isinstance(sha, str) and sha else None
+
+    @property
     def dim(self) -> int:
         if self.arch in CNN_DIMS:
             return CNN_DIMS[self.arch]
@@ -176,6 +193,7 @@ def find_cnn_weights(arch: str) -> Path | None:
     candidates += [_lumen_home() / "models", _lumen_home() / "models" / arch]
     repo = Path(__file__).resolve().parents[2]
     candidates.append(repo.parent / "shared" / "models" / arch)
+    candidates.append(PACKAGED_CNN_DIR / arch)
     for c in candidates:
         if c.is_file() and _named_for(arch, c):
             return c
@@ -189,16 +207,29 @@ def find_cnn_weights(arch: str) -> Path | None:
 # --------------------------------------------------------------------------- heads files
 
 
-def read_heads_header(path: Path) -> dict[str, Any]:
-    """The JSON header of a heads file, read without torch (safetensors' own layout:
-    8-byte little-endian length, then a JSON object whose __metadata__ we fill)."""
+def _safetensors_metadata(path: Path) -> dict[str, str]:
+    """A safetensors file's __metadata__, read without torch (the format's own layout:
+    8-byte little-endian length, then a JSON object)."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        if n > 50_000_000:
+            raise ValueError("header too large")
+        return json.loads(f.read(n)).get("__metadata__", {}) or {}
+
+
+def safetensors_lumen_meta(path: Path) -> dict[str, Any]:
+    """The `lumen` JSON in a weights file's metadata; {} when there is none or it is unreadable."""
     try:
-        with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            if n > 50_000_000:
-                raise ValueError("header too large")
-            meta = json.loads(f.read(n)).get("__metadata__", {})
-        header = json.loads(meta["lumen"])
+        meta = json.loads(_safetensors_metadata(path).get("lumen", "{}"))
+    except (OSError, ValueError, struct.error):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def read_heads_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a heads file, read without torch (our JSON in __metadata__)."""
+    try:
+        header = json.loads(_safetensors_metadata(path)["lumen"])
     except FileNotFoundError:
         raise WeightsUnavailableError(f"heads file {path} does not exist") from None
     except Exception as e:
@@ -242,7 +273,7 @@ def heads_match(header: dict[str, Any], text: TextRef, cnn: CnnRef) -> bool:
     if txt.get("name") != text.name or img.get("arch") != cnn.arch:
         return False
     want = img.get("weights_tag")
-    return want is None or want == cnn.weights_tag
+    return want is None or want in (cnn.weights_tag, cnn.derived_tag)
 
 
 # --------------------------------------------------------------------------- plugin

@@ -109,6 +109,14 @@ def _url_reachable(url: str, timeout: float = HUB_HOST_TIMEOUT_S) -> bool:
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":  # the packaged backbone: fp16 on disk, fp32 to compute
+        from safetensors.torch import load_file
+
+        try:
+            sd = load_file(str(path))
+        except Exception as e:
+            raise WeightsUnavailableError(f"cannot read CNN weights {path}: {e}") from e
+        return {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:

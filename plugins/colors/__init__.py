@@ -63,6 +63,7 @@ def _soft_hist(pixels: np.ndarray) -> np.ndarray:
 class ColorsEncoder:
     joint = True
     dim = DIM
+    meaningful = False  # matches colour words only: no general tags or captions from it
 
     def __init__(self, variant: str = "hist-v1") -> None:
         if variant != "hist-v1":

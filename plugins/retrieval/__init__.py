@@ -37,6 +37,7 @@ from desktop.encoders import (
     ModelInfo,
     WeightsUnavailableError,
     create_encoder,
+    understands_meaning,
 )
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,12 @@ class RetrievalCaptioner(LazyModel):
             raise EncoderError(
                 f"the retrieval captioner needs a joint image-text encoder; {encoder.id} has no text tower"
             )
+        if bank.name == DEFAULT_BANK and bank.path is None and not understands_meaning(encoder):
+            # The default bank is general prompts ("A photo of a bear."): this encoder would
+            # pick one by noise. A bank the user wrote for it (retrieval:FILE) is their call.
+            raise EncoderError(
+                f"{encoder.id} does not understand general concepts, so captions from the default "
+                "bank would be false; use a meaning encoder (clip, bert_resnet) or your own bank")
         if consensus is None:
             consensus = AUTO_CONSENSUS if len(bank.texts) >= AUTO_CONSENSUS_MIN_BANK else 0.0
         self.encoder, self.bank, self.dedup, self.consensus = encoder, bank, dedup, consensus
