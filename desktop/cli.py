@@ -276,6 +276,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     print(f"data dir   {st.home}{'  (read-only: another Lumen is writing)' if st.readonly else ''}")
     print(f"encoder    {st.encoder_id or st.encoder + ' (not available: see lumen encoders)'}")
+    if st.encoder_reason:
+        print(f"           ({st.encoder_reason})")
     age = (
         f", built {datetime.fromtimestamp(st.index_built_at):%Y-%m-%d %H:%M}"
         if st.index_built_at

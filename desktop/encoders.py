@@ -204,6 +204,70 @@ def offline_hint(what: str, option: str = "--weights PATH") -> str:
     )
 
 
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class EncoderChoice:
+    """What `--encoder auto` became on this machine, and why (the window shows `reason`)."""
+
+    spec: str
+    reason: str
+    better: str | None = None  # a preferred plugin's spec whose weights are missing (offer a download)
+
+
+def choose_default_encoder(preferred: Sequence[str] | None = None) -> EncoderChoice:
+    """The first preferred plugin whose default model is usable offline right now.
+
+    Looks only at the file system (`models()`; no network, no torch), so opening a library
+    never waits on a probe. Unavailable ones before the pick become `better`: the window
+    offers to download them."""
+    from desktop.settings import PREFERRED_ENCODERS
+
+    names = list(preferred or PREFERRED_ENCODERS)
+    missing: list[str] = []
+    for name in names:
+        try:
+            plugin = get_plugin(name)
+            spec = f"{name}:{plugin.default_model}"
+            usable = any(m.available for m in plugin.models() if m.spec == spec)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not stop the app opening
+            log.warning("encoder plugin %s unusable: %s", name, exc)
+            continue
+        if usable:
+            better = missing[0] if missing else None
+            if better is None:
+                reason = f"{spec}: its weights are on this machine"
+            else:
+                reason = f"{better.partition(':')[0].upper()} is not downloaded: using the built-in model"
+            return EncoderChoice(spec, reason, better)
+        missing.append(spec)
+    # Nothing usable offline: the first preferred one (it downloads, or says clearly why not).
+    spec = missing[0] if missing else names[0]
+    return EncoderChoice(spec, f"no model is on this machine yet: {spec} downloads on first use")
+
+
+def better_encoder(spec: str, preferred: Sequence[str] | None = None) -> str | None:
+    """A preferred encoder ranked above `spec`'s plugin whose weights are not on this machine
+    (what the window offers to download); None when the user already has something as good,
+    or when one ranked higher is here and they chose `spec` anyway. File system only."""
+    from desktop.settings import PREFERRED_ENCODERS
+
+    names = list(preferred or PREFERRED_ENCODERS)
+    current = split_spec(spec)[0]
+    ahead = names[: names.index(current)] if current in names else names
+    for name in ahead:
+        try:
+            plugin = get_plugin(name)
+            want = f"{name}:{plugin.default_model}"
+            if any(m.available for m in plugin.models() if m.spec == want):
+                return None
+        except Exception:  # noqa: BLE001 - an uninstalled or broken plugin is offered by no one
+            continue
+        return want
+    return None
+
+
 def understands_meaning(encoder: Any) -> bool:
     """Whether an encoder's vectors carry general meaning. One that only matches what it was
     built for (`colors`: colour words) says so with `meaningful = False`; zero-shot tags over the

@@ -29,7 +29,15 @@ from filelock import FileLock, Timeout
 
 from desktop import images
 from desktop.catalog import Catalog, CatalogError, Photo, Root, Skipped
-from desktop.encoders import Encoder, EncoderError, LazyModel, create_encoder
+from desktop.encoders import (
+    AUTO,
+    Encoder,
+    EncoderError,
+    LazyModel,
+    better_encoder,
+    choose_default_encoder,
+    create_encoder,
+)
 from desktop.index import AnnIndex
 from desktop.indexer import Indexer, IndexReport, Progress, decode_size
 from desktop.model_host import RemoteEncoder, end_process
@@ -93,6 +101,7 @@ class LibraryStatus:
     index_size: int
     index_built_at: float | None
     skipped: list[Skipped]
+    encoder_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -189,10 +198,17 @@ class Library:
         if not self.readonly:
             self._write(lambda c: None)  # creates / migrates the catalog on the writer thread
         cat = self._cat()
-        self.encoder_spec = encoder or cat.get_meta("encoder.spec") or DEFAULT_ENCODER
+        saved = cat.get_meta("encoder.spec")
+        self.encoder_spec = encoder or saved or DEFAULT_ENCODER
         self.weights = (
             weights if weights is not None else (None if encoder else cat.get_meta("encoder.weights"))
         )
+        # Why this encoder (the window's status bar says it); `auto` is resolved once and saved.
+        self.encoder_reason = "chosen with --encoder" if encoder else "this library's encoder"
+        if self.encoder_spec == AUTO:
+            choice = choose_default_encoder()
+            self.encoder_spec, self.encoder_reason = choice.spec, choice.reason
+            encoder = encoder or (None if self.readonly else choice.spec)  # remember it
         self.device = device
         self._encoder: Encoder | None = None
         self._previous: Encoder | None = None  # answers queries while a new encoder catches up
@@ -313,6 +329,11 @@ class Library:
             return RemoteEncoder(enc, spec, weights, self.device, self.model_nice,  # type: ignore[return-value]
                                  idle_unload_s=self.model_idle_s)
         return enc
+
+    @property
+    def encoder_better(self) -> str | None:
+        """A preferred encoder whose weights are not here yet (the window offers it)."""
+        return better_encoder(self.encoder_spec)
 
     def set_encoder(self, spec: str, weights: str | None = None) -> None:
         """Switch encoders. Old vectors stay; search uses them until the new ones are complete."""
@@ -673,6 +694,7 @@ class Library:
             index_size=idx.size if idx else 0,
             index_built_at=idx.built_at if idx else None,
             skipped=cat.skipped(),
+            encoder_reason=self.encoder_reason,
         )
 
 

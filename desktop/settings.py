@@ -13,7 +13,12 @@ from pathlib import Path
 
 import platformdirs
 
-DEFAULT_ENCODER = "clip"  # the plugin's own default model; see plugins/clip/MODELS.md
+# "auto": resolved when a library is first opened (desktop.encoders.choose_default_encoder):
+# the first of PREFERRED_ENCODERS whose default model is usable offline on this machine (CLIP
+# when its weights are cached, else the embedded two-tower that ships with Lumen). `colors`
+# is never a user's default: it is for tests.
+DEFAULT_ENCODER = "auto"
+PREFERRED_ENCODERS = ("clip", "bert_resnet")
 
 
 def default_home() -> Path:

@@ -32,6 +32,7 @@ from desktop.jobs import Jobs, Query, Results, format_duration, load_small_image
 from desktop.library import IndexReport, LibraryStatus, Progress
 from desktop.ui.detail import DetailPanel
 from desktop.ui.grid import HitRole, PhotoGrid, PhotoModel
+from desktop.ui.model_offer import ModelOffer
 from desktop.ui.search_bar import SearchBar
 from desktop.ui.settings_dialog import SettingsDialog, saved_captioner
 from desktop.ui.sidebar import ProblemsDialog, Sidebar
@@ -186,6 +187,8 @@ class MainWindow(QMainWindow):
         self.status_label = QLabel("Starting…", status)
         self.status_label.setObjectName("StatusText")
         status.addWidget(self.status_label, 1)
+        self.model_offer = ModelOffer(self.jobs, status)  # which model and why; "Download CLIP…"
+        status.addPermanentWidget(self.model_offer)
         self.progress = QProgressBar(status)
         self.progress.setObjectName("IndexProgress")
         self.progress.setFixedWidth(220)
@@ -235,6 +238,8 @@ class MainWindow(QMainWindow):
         indexer.model_loaded.connect(self._model_loaded)
         indexer.model_failed.connect(self._model_failed)
         indexer.encoder_switched.connect(self._encoder_switched)
+        indexer.encoder_switched.connect(lambda _spec: self.model_offer.refresh())
+        indexer.model_loaded.connect(lambda _id: self.model_offer.refresh())
         indexer.failed.connect(lambda text: self.message_bar.show_message(text, "error"))
         indexer.state_changed.connect(self._indexer_state)
         self.sidebar.status_loaded.connect(self._status_loaded)

@@ -30,9 +30,21 @@ from typing import TYPE_CHECKING, Any
 
 from desktop.encoders import ModelInfo
 
-from .source import KNOWN_CAPTIONERS, KNOWN_MODELS, KnownModel, cached_known, resolve
+from .source import (
+    HF_SAFE_WEIGHTS_NAME,
+    KNOWN_CAPTIONERS,
+    KNOWN_MODELS,
+    KnownModel,
+    cached_known,
+    hub_endpoint,
+    known_model,
+    lumen_models_dir,
+    resolve,
+)
 
 if TYPE_CHECKING:
+    from desktop.downloads import DownloadTarget
+
     from .captioner import CocaCaptioner
     from .encoder import ClipEncoder
 
@@ -69,6 +81,23 @@ class ClipPlugin:
 
         source = resolve(model, weights, self.default_model, KNOWN_MODELS)
         return ClipEncoder(source, device=device, batch_size=batch_size, plugin_name=self.name)
+
+    def download_target(self, model: str | None = None) -> DownloadTarget | None:
+        """The hub file for a known model, to fetch into Lumen's models folder (where
+        `create()` then finds it, offline). None for models we know no single file of."""
+        from desktop.downloads import DownloadTarget
+
+        arch, _, tag = (model or self.default_model).partition(":")
+        known = known_model(arch, tag or None)
+        if known is None:
+            return None
+        return DownloadTarget(
+            title=f"CLIP {known.arch} ({known.tag})",
+            url=f"{hub_endpoint()}/{known.repo}/resolve/main/{HF_SAFE_WEIGHTS_NAME}",
+            dest=lumen_models_dir() / known.repo.replace("/", "--") / HF_SAFE_WEIGHTS_NAME,
+            size_bytes=known.size_mb * 1_000_000,
+            spec=f"{self.name}:{known.arch}:{known.tag}",
+        )
 
 
 class CocaPlugin:

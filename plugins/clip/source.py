@@ -161,8 +161,36 @@ def find_in_hf_cache(repo: str, filenames: list[str]) -> Path | None:
     return None
 
 
+def lumen_models_dir() -> Path:
+    """Where the window's "Download CLIP…" puts hub weights: ``<Lumen home>/models/clip/``,
+    one folder per hub repo (``org--name``), the file under its hub name."""
+    from desktop.settings import default_home
+
+    return default_home() / "models" / "clip"
+
+
+def find_in_lumen_models(repo: str, filenames: list[str]) -> Path | None:
+    folder = lumen_models_dir() / repo.replace("/", "--")
+    for name in filenames:
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
 def cached_known(model: KnownModel) -> Path | None:
-    return find_in_hf_cache(model.repo, [HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME])
+    files = [HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME]
+    return find_in_hf_cache(model.repo, files) or find_in_lumen_models(model.repo, files)
+
+
+def known_model(arch: str, tag: str | None, known: tuple[KnownModel, ...] = KNOWN_MODELS) -> KnownModel | None:
+    for k in known:
+        if k.arch == arch and (tag is None or clean_tag(k.tag) == clean_tag(tag)):
+            return k
+    return None
+
+
+def hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 
 
 def env_offline() -> bool:
@@ -410,9 +438,9 @@ def _hub_checkpoint(open_clip: Any, source: ModelSource, tag_cfg: dict[str, Any]
     hf_hub, url = tag_cfg.get("hf_hub", ""), tag_cfg.get("url", "")
     if hf_hub:
         repo, files = hub_candidates(hf_hub)
-        cached = find_in_hf_cache(repo, files)
-        where = f"the Hugging Face cache ({hf_cache_dir()}, repo {repo})"
-        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+        cached = find_in_hf_cache(repo, files) or find_in_lumen_models(repo, files)
+        where = f"the Hugging Face cache ({hf_cache_dir()}, repo {repo}) or {lumen_models_dir()}"
+        endpoint = hub_endpoint()
         manual = f"{endpoint.rstrip('/')}/{repo}/resolve/main/{files[0]}"
     elif url:
         cache = Path("~/.cache/clip").expanduser() / os.path.basename(url)
