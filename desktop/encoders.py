@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENCODER_GROUP = "lumen.encoders"
+AUTO = "auto"  # the encoder spec that means "the best one this machine has" (choose_default_encoder)
 CAPTIONER_GROUP = "lumen.captioners"
 
 
@@ -130,7 +131,10 @@ def get_plugin(name: str, group: str = ENCODER_GROUP) -> EncoderPlugin:
 
 
 def create_encoder(spec: str, weights: str | None = None, device: str = "auto") -> Encoder:
-    """Make an encoder from a spec; the model itself loads lazily on first use."""
+    """Make an encoder from a spec (``auto``: see choose_default_encoder); the model itself
+    loads lazily on first use."""
+    if spec == AUTO:
+        spec = choose_default_encoder().spec
     name, model = split_spec(spec)
     return get_plugin(name, ENCODER_GROUP).create(model=model, weights=weights, device=device)
 
@@ -202,9 +206,6 @@ def offline_hint(what: str, option: str = "--weights PATH") -> str:
         f"Download the weights on a machine with internet and point Lumen at the file with "
         f"`{option}` (or in Settings -> Encoder -> Weights)."
     )
-
-
-AUTO = "auto"
 
 
 @dataclass(frozen=True)

@@ -90,8 +90,16 @@ def test_console_script_runs_in_a_fresh_process(tmp_path: Path) -> None:
 
 
 def test_index_captions_and_tags_new_photos(capsys, photos: Path, home: Path) -> None:
+    from desktop.library import Library
+
     h = ["--home", str(home), "--encoder", "colors"]
     lumen(capsys, "add", str(photos), *h)
+    # `colors` makes no captions from the general default bank (they would be false); a bank
+    # of colour captions is one it can match.
+    bank = photos.parent / "colours.txt"
+    bank.write_text("a red photo.\na green photo.\na blue photo.\na white photo.\n")
+    with Library(home, encoder="colors") as lib:
+        lib._write(lambda c: c.set_meta("captioner.spec", f"retrieval:{bank}"))
     code, out, _ = lumen(capsys, "index", *h)
     assert code == 0 and "12 captioned" in out
     code, out, _ = lumen(capsys, "index", *h)  # nothing new: nothing captioned again

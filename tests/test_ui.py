@@ -365,9 +365,18 @@ def test_describe_writes_a_caption_shown_in_the_detail_panel(qtbot, window: Main
     window.grid.setCurrentIndex(window.model.index(names(window).index("red-1.jpg"), 0))
     qtbot.waitUntil(lambda: window.detail.details is not None, timeout=WAIT_MS)
     assert window.detail.caption_button.isEnabled()
+    # `colors` knows no general concepts: the default captioner says so instead of making one up.
     window.detail.caption_button.click()
-    qtbot.waitUntil(lambda: window.detail.caption.text() not in ("Describing…", "No caption yet."), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: "does not understand general concepts" in window.detail.caption.text(),
+                    timeout=WAIT_MS)
     photo_id = lib.catalog.photo_by_path(str(photos / "red-1.jpg")).id
+    assert not lib.catalog.captions(photo_id)
+    bank = photos.parent / "colours.txt"
+    bank.write_text("a red photo.\na green photo.\na blue photo.\n")
+    window.detail.set_captioner(f"retrieval:{bank}")  # a bank written for this encoder
+    qtbot.waitUntil(window.detail.caption_button.isEnabled, timeout=WAIT_MS)
+    window.detail.caption_button.click()
+    qtbot.waitUntil(lambda: "wrote:" in window.detail.caption.text(), timeout=WAIT_MS)
     assert lib.catalog.captions(photo_id)  # stored, not only shown
     assert lib.catalog.captions(photo_id)[0].text in window.detail.caption.text()
 
