@@ -434,3 +434,30 @@ def test_default_encoder_ships_heads_and_matches_a_caption() -> None:
     assert sims[0, 0] > sims[0, 1] and sims[1, 1] > sims[1, 0]
     tags = enc.tags([Image.open(folder / names[1]).convert("RGB")], top_k=5)[0]
     assert len(tags) == 5 and all(isinstance(t, str) for t, _ in tags)
+
+
+def test_packaged_backbone_fits_the_shipped_heads(tmp_path: Path) -> None:
+    """The fp16 MobileNetV2 inside the package: matched to the heads through the fp32 file it
+    was converted from, and its features pass the heads' fingerprint check (no ../shared)."""
+    from plugins.bert_resnet import BUNDLED_HEADS_DIR, PACKAGED_CNN_DIR, heads_match
+
+    folder = PACKAGED_CNN_DIR / "mobilenet_v2"
+    (weights,) = folder.glob("*.safetensors")
+    assert "BSD 3-Clause License" in (folder / "PROVENANCE.md").read_text()
+    assert len((folder / "imagenet_classes.txt").read_text().splitlines()) == 1000
+    assert weights.stat().st_size < 8_000_000  # fp16: half the fp32 file
+    (heads,) = BUNDLED_HEADS_DIR.glob("*.safetensors")
+    header = read_heads_header(heads)
+    ref = CnnRef("mobilenet_v2", str(weights))
+    assert ref.weights_tag != header["image_backbone"]["weights_tag"]  # other bytes ...
+    assert ref.derived_tag == header["image_backbone"]["weights_tag"]  # ... from the same weights
+    assert heads_match(header, TextRef.parse("all-MiniLM-L6-v2"), ref)
+    cnn = M.build_cnn(ref)
+    assert cnn.categories[207] == "golden retriever"
+    assert M._cosine(header["image_backbone"]["probe"], M.fingerprint_cnn(cnn)) > 0.9999
+    # A converted file that names other weights as its source is not matched.
+    from safetensors.torch import load_file, save_file
+
+    other = tmp_path / "mobilenet_v2_other.safetensors"
+    save_file(load_file(str(weights)), str(other), metadata={"lumen": json.dumps({"derived_from_sha256": "0" * 64})})
+    assert not heads_match(header, TextRef.parse("all-MiniLM-L6-v2"), CnnRef("mobilenet_v2", str(other)))
