@@ -135,16 +135,31 @@ def test_cancel_and_errors_keep_nothing(server: tuple[str, Path], tmp_path: Path
 
 
 # ---- the window's offer --------------------------------------------------------------------
-def test_status_bar_says_offline_and_offers_clip(qtbot, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from desktop.ui.model_offer import ModelOffer
+def test_first_window_says_offline_and_offers_clip(qtbot, home: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new user's first window (empty data dir, no CLIP weights, no hub): the status bar
+    names the built-in model and why, and offers CLIP — without the window waiting on it."""
+    import time
 
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # a hub nobody answers for
-    with Library(home) as lib:
-        offer = ModelOffer(Jobs(lib))
-        qtbot.addWidget(offer)
+    from desktop.app import create_window
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # a hub nobody answers for (discard port)
+    started = time.monotonic()
+    lib = Library(home)
+    window = create_window(lib, QSettings(str(tmp_path / "lumen.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(window)
+    window.show()
+    try:
+        assert time.monotonic() - started < 5  # no network wait before the window is up
+        offer = window.model_offer
+        using = "using the built-in model (MiniLM + MobileNetV2)"
+        assert offer.label.text() in (f"CLIP ViT-B-32 is not downloaded: {using}", f"Offline: {using}")  # probe pending/done
         qtbot.waitUntil(lambda: offer.label.text().startswith("Offline: using the built-in model"), timeout=WAIT_MS)
-        assert offer.button.isVisibleTo(offer) and offer.button.text() == "Download CLIP…"
+        assert offer.button.isVisibleTo(window) and offer.button.text() == "Download CLIP…"
         assert "605 MB" in offer.button.toolTip()
+    finally:
+        window.close()
+        lib.close()
 
 
 def test_download_offer_fetches_then_switches_the_encoder(
