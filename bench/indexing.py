@@ -165,7 +165,7 @@ def run_pipeline(enc: Any, spec: str, folder: Path, n: int) -> tuple[float, floa
     stages: dict[str, float] = {}
     try:
         lib = Library(home, encoder=spec, device="cpu")
-        lib._encoder = enc  # the loaded model: its load time is not indexing throughput
+        lib.store._encoder = enc  # the loaded model: its load time is not indexing throughput
         lib.add_root(folder)
         # Exactly what lib.index() runs, stage by stage so the table can say where time goes.
         t0, c0 = time.perf_counter(), time.process_time()
@@ -213,7 +213,7 @@ def run_decode(paths: list[Path], size: int) -> float:
 
 def bench_encoder(spec: str, folder: Path, reps: int, naive_n: int) -> EncoderRun:
     from desktop import images
-    from desktop.indexer import decode_size
+    from desktop.encoders import decode_size
 
     run = EncoderRun(spec)
     enc, run.load_s = make_encoder(spec)

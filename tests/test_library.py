@@ -132,11 +132,11 @@ def test_corrupt_and_empty_files_are_skipped_with_a_reason(lib: Library, photos:
 def test_new_photo_is_findable_before_the_index_is_rebuilt(lib: Library, photos: Path) -> None:
     lib.add_root(photos)
     lib.index()
-    built = lib._index(lib.encoder.id, lib.encoder.dim).built_version
+    built = lib.store.index(lib.encoder.id, lib.encoder.dim).built_version
     make_photo(photos / "purple.jpg", (130, 40, 170))
     lib.scan()
     lib.encode_pending()  # no build_index: the new vector lives only in the catalog
-    assert lib._index(lib.encoder.id, lib.encoder.dim).built_version == built
+    assert lib.store.index(lib.encoder.id, lib.encoder.dim).built_version == built
     assert names(lib.search("purple", k=1)) == ["purple.jpg"]
 
 

@@ -50,9 +50,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.images import is_image_path
 from desktop.jobs import ThumbnailLoader, thumb_key
 from desktop.library import Hit
+from desktop.media import is_media_path
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def local_image_paths(mime: QMimeData) -> list[str]:
     if not mime.hasUrls():
         return []
     paths = [u.toLocalFile() for u in mime.urls() if u.isLocalFile()]
-    return [p for p in paths if p and os.path.isfile(p) and is_image_path(p)]
+    return [p for p in paths if p and os.path.isfile(p) and is_media_path(p)]
 
 
 class PhotoModel(QIdentityProxyModel):
