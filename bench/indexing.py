@@ -13,7 +13,7 @@ For each encoder, in one process and interleaved (ceiling, pipeline, naive, per 
   Annoy build. The model is loaded beforehand (its load time is reported on its own).
 - **naive**: the seed literature's loop: full-size decode + EXIF transpose, preprocess
   and encode one image at a time, no catalog.
-- **decode only**: `images.iter_decoded` over the same files (what the encoder is fed),
+- **decode only**: `media.iter_decoded` over the same files (what the encoder is fed),
   to show when a pipeline is decode-bound rather than encode-bound.
 
 CLIP runs with seeded random weights (``clip:ARCH:random``): speed does not depend on the
@@ -203,16 +203,16 @@ def run_naive(enc: Any, paths: list[Path]) -> float:
 
 
 def run_decode(paths: list[Path], size: int) -> float:
-    from desktop import images
+    from desktop import media
 
     t = time.perf_counter()
-    for _ in images.iter_decoded([str(p) for p in paths], size=size):
+    for _ in media.iter_decoded([str(p) for p in paths], size=size):
         pass
     return len(paths) / (time.perf_counter() - t)
 
 
 def bench_encoder(spec: str, folder: Path, reps: int, naive_n: int) -> EncoderRun:
-    from desktop import images
+    from desktop import images, media
     from desktop.encoders import decode_size
 
     run = EncoderRun(spec)
@@ -222,7 +222,7 @@ def bench_encoder(spec: str, folder: Path, reps: int, naive_n: int) -> EncoderRu
     n = len(paths)
     tp = TensorPath(enc)
     size = decode_size(enc)  # what the pipeline decodes to for this encoder
-    decoded = [im for _, im in images.iter_decoded([str(p) for p in paths], size=size)]
+    decoded = [d.image for _, d in media.iter_decoded([str(p) for p in paths], size=size)]
     batches = [tp.prep(decoded[i : i + BATCH]) for i in range(0, n, BATCH)]
     decoded_head = decoded[:2]
     del decoded

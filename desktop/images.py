@@ -103,12 +103,17 @@ def is_image_path(path: str | os.PathLike[str]) -> bool:
 
 
 def is_image_name(name: str) -> bool:
-    """is_image_path for a bare file name (str): the scanner's per-file test, kept cheap
-    because a re-scan runs it for every file of every library."""
+    """is_image_path for a bare file name (str)."""
+    return has_extension(name, IMAGE_EXTENSIONS)
+
+
+def has_extension(name: str, extensions: frozenset[str]) -> bool:
+    """Whether a bare file name ends in one of `extensions`, not counting hidden names'
+    leading dots; kept cheap because a re-scan runs it for every file of every library."""
     # "._IMG_1234.jpg" are macOS resource forks on external disks, not photos.
     dot = name.rfind(".")
     # Same answer as os.path.splitext: leading dots do not start an extension (".jpg", "..jpg").
-    return (dot > 0 and name[dot:].lower() in IMAGE_EXTENSIONS and not name.startswith("._")
+    return (dot > 0 and name[dot:].lower() in extensions and not name.startswith("._")
             and (name[0] != "." or bool(name[:dot].lstrip("."))))
 
 

@@ -124,9 +124,9 @@ class Library:
     def weights(self) -> str | None:
         return self.store.weights
 
-    def set_encoder(self, spec: str, weights: str | None = None) -> None:
+    def set_encoder(self, spec: str, weights: str | None = None, device: str | None = None) -> None:
         """Switch encoders. Old vectors stay; search uses them until the new ones are complete."""
-        self.store.set_encoder(spec, weights)
+        self.store.set_encoder(spec, weights, device)
 
     def query_encoder(self) -> Encoder:
         """The encoder whose vectors answer queries (the previous one while a new one catches up)."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from desktop.images import ImageError, ImageMeta, checked_path, lower_thread_priority
+from desktop.images import ImageError, ImageMeta, checked_path, has_extension, lower_thread_priority
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -152,11 +152,7 @@ registry = Registry()
 
 def is_media_name(name: str) -> bool:
     """The scanner's per-file test on a bare name: an extension some decoder claims."""
-    # "._IMG_1234.jpg" are macOS resource forks on external disks, not photos.
-    dot = name.rfind(".")
-    # Same answer as os.path.splitext: leading dots do not start an extension (".jpg", "..jpg").
-    return (dot > 0 and name[dot:].lower() in registry.extensions and not name.startswith("._")
-            and (name[0] != "." or bool(name[:dot].lstrip("."))))
+    return has_extension(name, registry.extensions)
 
 
 def is_media_path(path: str | os.PathLike[str]) -> bool:

@@ -234,8 +234,11 @@ class Store:
                                  idle_unload_s=self.model_idle_s)
         return enc
 
-    def set_encoder(self, spec: str, weights: str | None = None) -> None:
-        """Switch encoders. Old vectors stay; search uses them until the new ones are complete."""
+    def set_encoder(self, spec: str, weights: str | None = None, device: str | None = None) -> None:
+        """Switch encoders (and the device models run on). Old vectors stay; search uses
+        them until the new ones are complete."""
+        if device is not None:
+            self.device = device
         enc = self.create_encoder(spec, weights)
         self.write(lambda c: (c.set_meta("encoder.spec", spec), c.set_meta("encoder.weights", weights)))
         old, self.encoder_spec, self.weights, self._encoder = self._encoder, spec, weights, enc

@@ -437,8 +437,8 @@ def test_switching_encoders_reindexes_while_search_keeps_the_old_vectors(
         window.jobs.indexing.switch_encoder("colors-next", None, "auto")
     qtbot.waitUntil(lambda: window.jobs.indexing.state == "indexing", timeout=WAIT_MS)
     answered_by: list[str] = []
-    real_query_encoder = lib.query_encoder
-    monkeypatch.setattr(lib, "query_encoder", lambda: answered_by.append(real_query_encoder().id) or
+    real_query_encoder = lib.store.query_encoder  # what every search asks
+    monkeypatch.setattr(lib.store, "query_encoder", lambda: answered_by.append(real_query_encoder().id) or
                         real_query_encoder())
     window.search_bar.set_text("red")  # while the new model has encoded nothing yet
     qtbot.waitUntil(lambda: bool(answered_by), timeout=WAIT_MS)

@@ -194,9 +194,8 @@ class IndexingJob(QObject):
 
     def _switch(self, spec: str, weights: str | None, device: str) -> bool:
         try:
-            self.lib.device = device
             with encoder_gate:
-                self.lib.set_encoder(spec, weights)
+                self.lib.set_encoder(spec, weights, device)
         except Exception as exc:  # noqa: BLE001
             log_failure(f"switching to encoder {spec}", exc)
             self.model_failed.emit(encoder_message(spec, exc))
