@@ -23,6 +23,7 @@ from desktop import captions, media, search
 from desktop.captions import DEFAULT_CAPTIONER, CaptionReport, parse_tags
 from desktop.catalog import Album, Catalog, CatalogError, Photo, PhotoText, Root, Skipped
 from desktop.encoders import Encoder, EncoderError
+from desktop.index import AnnoyBackend, IndexBackend
 from desktop.indexer import Indexer, IndexReport
 from desktop.scanner import Change, Watcher
 from desktop.search import Filters, Found, Hit, Term, parse_query
@@ -66,12 +67,15 @@ class Library:
         model_process: bool = False,
         model_nice: int = 0,
         model_idle_s: float | None = None,
+        index_backend: Callable[[Path, int], IndexBackend] = AnnoyBackend,
     ) -> None:
         """`model_process`: run models in a child process (the window does: its process then
         never imports torch, see model_host.py); `model_nice` lowers that process's priority
         and `model_idle_s` ends it after that long unused (the next request restarts it).
-        `readonly=None` attaches read-only when another Lumen writes here, False refuses."""
-        self.store = Store(home, encoder, weights, device, readonly, model_process, model_nice, model_idle_s)
+        `readonly=None` attaches read-only when another Lumen writes here, False refuses.
+        `index_backend(directory, dim)` makes each encoder's index (desktop/index.py)."""
+        self.store = Store(home, encoder, weights, device, readonly, model_process, model_nice, model_idle_s,
+                           index_backend)
         self.indexer = Indexer(self.store)
 
     @classmethod

@@ -70,8 +70,11 @@ class Store:
         model_process: bool = False,
         model_nice: int = 0,
         model_idle_s: float | None = None,
+        index_backend: Callable[[Path, int], IndexBackend] = AnnoyBackend,
     ) -> None:
+        """`index_backend(directory, dim)` makes each encoder's index (Annoy unless told)."""
         self.paths: Paths = paths(home)
+        self.index_backend = index_backend
         self.model_process, self.model_nice, self.model_idle_s = model_process, model_nice, model_idle_s
         self.readonly_why = "opened read-only"
         try:
@@ -213,7 +216,7 @@ class Store:
         """The nearest-neighbour index of one encoder's vectors (loaded once)."""
         idx = self.indexes.get(encoder_id)
         if idx is None:
-            idx = AnnoyBackend(self.paths.index_dir / encoder_slug(encoder_id), dim)
+            idx = self.index_backend(self.paths.index_dir / encoder_slug(encoder_id), dim)
             idx.load()
             self.indexes[encoder_id] = idx
         return idx

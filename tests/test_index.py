@@ -342,3 +342,24 @@ def test_build_rejects_bad_input(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         idx.search(np.zeros((1, 5), np.float32), 3)
     assert files(tmp_path) == set()
+
+
+def test_add_and_remove_are_searched_until_the_next_build(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    data = rng.normal(size=(40, 16)).astype(np.float32)
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    idx = AnnoyBackend(tmp_path, 16)
+    assert isinstance(idx, index.IndexBackend)
+    assert idx.build(np.arange(30), data[:30], version=30, n_trees=5)
+    idx.add(np.arange(30, 40), data[30:], version=40)  # stored since the build
+    assert idx.version == 40 and idx.built_version == 30
+    assert ids_of(idx.search(data[35], 1)) == [[35]]
+    moved = data[0] * -1.0  # a photo re-encoded: its newer vector replaces the built one
+    idx.add(np.array([0]), moved[None, :], version=41)
+    assert ids_of(idx.search(moved, 1)) == [[0]]
+    idx.remove(np.array([35]))
+    assert 35 not in ids_of(idx.search(data[35], 5))[0]
+    idx.add(np.arange(30, 40), data[30:], version=40)  # an older add is ignored
+    assert 35 not in ids_of(idx.search(data[35], 5))[0]
+    assert idx.build(np.arange(40), data, version=41, n_trees=5)  # the build covers them
+    assert idx.version == 41 and ids_of(idx.search(data[35], 1)) == [[35]]
