@@ -203,6 +203,10 @@ def _print_hits(hits: Sequence[Hit], as_json: bool) -> None:
                         "id": h.photo_id,
                         "taken_at": h.photo.taken_at,
                         "online": h.photo.online,
+                        "kind": h.photo.kind,
+                        # a video: the moment that matched, seconds from its start
+                        **({"at_s": round(h.at_s, 3), "duration_s": h.photo.duration_s}
+                           if h.at_s is not None else {}),
                     }
                     for h in hits
                 ],
@@ -211,7 +215,15 @@ def _print_hits(hits: Sequence[Hit], as_json: bool) -> None:
         )
         return
     for h in hits:
-        print(f"{h.score:.3f}  {h.path}")
+        at = f"  @ {_clock(h.at_s)}" if h.at_s is not None else ""
+        print(f"{h.score:.3f}  {h.path}{at}")
+
+
+def _clock(seconds: float) -> str:
+    """1:02:03.5 / 2:03.5 / 0:03.5: how players show a position."""
+    m, s = divmod(max(0.0, seconds), 60)
+    h, m = divmod(int(m), 60)
+    return f"{h}:{m:02d}:{s:04.1f}" if h else f"{m}:{s:04.1f}"
 
 
 def cmd_search(args: argparse.Namespace) -> int:

@@ -37,7 +37,32 @@ log = logging.getLogger(__name__)
 MEDIA_GROUP = "lumen.media"
 SNIFF_BYTES = 64  # every container we know names itself in its first few bytes
 MediaError = ImageError  # a file that cannot be used: `reason` is a short sentence for the user
-MediaMeta = ImageMeta
+
+
+@dataclass(frozen=True, slots=True)
+class MediaMeta(ImageMeta):
+    """ImageMeta plus what a video (or a geotagged file) adds. A still's decoder may return a
+    plain ImageMeta: every extra field has its default there (see `meta_fields`)."""
+
+    kind: str = "image"  # "image" | "video" | "raw"
+    duration_s: float | None = None
+    latitude: float | None = None  # WGS84 degrees
+    longitude: float | None = None
+
+
+def meta_fields(meta: ImageMeta) -> dict[str, object]:
+    """The catalog's photo columns from any decoder's metadata."""
+    return {
+        "width": meta.width,
+        "height": meta.height,
+        "format": meta.format,
+        "taken_at": meta.taken_at,
+        "camera": meta.camera,
+        "kind": getattr(meta, "kind", "image"),
+        "duration_s": getattr(meta, "duration_s", None),
+        "latitude": getattr(meta, "latitude", None),
+        "longitude": getattr(meta, "longitude", None),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +261,7 @@ __all__ = [
     "iter_decoded",
     "load_for_encoding",
     "make_thumbnail",
+    "meta_fields",
     "read_meta",
     "registry",
 ]
