@@ -14,7 +14,6 @@ from desktop.catalog.db import (
     _qs,
 )
 
-
 # A RAW shown through its JPEG is not encoded: the JPEG is the same shot, decoded in a
 # fraction of the time. If the JPEG goes, the RAW stands alone and is encoded then.
 _NOT_PAIRED = "NOT EXISTS (SELECT 1 FROM raw_pairs rp WHERE rp.raw_id=p.id)"

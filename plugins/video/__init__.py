@@ -23,16 +23,13 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from desktop.images import checked_path
 from desktop.media import Decoded, Frame, MediaError, MediaMeta
-
-if TYPE_CHECKING:
-    import av
 
 log = logging.getLogger(__name__)
 
