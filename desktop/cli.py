@@ -16,7 +16,7 @@ import threading
 from collections.abc import Sequence
 from datetime import datetime
 
-from desktop import __version__
+from desktop import __version__, media
 from desktop.console import ProgressLine
 from desktop.encoders import CAPTIONER_GROUP, ENCODER_GROUP, EncoderError, installed
 from desktop.library import Filters, Hit, Library, LibraryError
@@ -215,15 +215,8 @@ def _print_hits(hits: Sequence[Hit], as_json: bool) -> None:
         )
         return
     for h in hits:
-        at = f"  @ {_clock(h.at_s)}" if h.at_s is not None else ""
+        at = f"  @ {media.clock(h.at_s)}" if h.at_s is not None else ""
         print(f"{h.score:.3f}  {h.path}{at}")
-
-
-def _clock(seconds: float) -> str:
-    """1:02:03.5 / 2:03.5 / 0:03.5: how players show a position."""
-    m, s = divmod(max(0.0, seconds), 60)
-    h, m = divmod(int(m), 60)
-    return f"{h}:{m:02d}:{s:04.1f}" if h else f"{m}:{s:04.1f}"
 
 
 def cmd_search(args: argparse.Namespace) -> int:

@@ -273,6 +273,51 @@ class VideoDecoder:
             frames.insert(0, frames.pop(bright))
         return frames, rotation
 
+    def frame_at(self, path: str, at_s: float, size: int) -> Image.Image:
+        """The picture at `at_s` seconds (as Frame.at_s counts them), longer side <= size:
+        the detail panel's view of the moment that matched."""
+        p = checked_path(path)
+        opened = _Opened(p)
+        av = _av()
+        try:
+            s = opened.stream
+            start = float(s.start_time * s.time_base) if s.start_time is not None and s.time_base else 0.0
+            target = start + max(0.0, at_s)
+            try:
+                if s.time_base:
+                    opened.container.seek(int(target / s.time_base), stream=s, backward=True)
+            except av.error.FFmpegError:
+                log.debug("%s: cannot seek; decoding from the start", p)
+            picked, rotation = None, 0
+            for frame in self._frames(opened, keyframes=False):
+                if picked is None:
+                    rotation = int(getattr(frame, "rotation", 0) or 0)
+                picked = frame
+                if frame.time is not None and frame.time >= target - 1e-3:
+                    break
+            if picked is None:
+                raise MediaError(p, "no video frame could be decoded (corrupt or truncated file)")
+            w, h = picked.width, picked.height
+            r = min(1.0, size / max(w, h))
+            im = picked.to_image(width=max(2, round(w * r)), height=max(2, round(h * r)))
+            turn = _TURN.get(rotation)
+            return im.transpose(turn) if turn is not None else im
+        finally:
+            opened.close()
+
+    def player_command(self, path: str, at_s: float) -> list[str]:
+        """A command line that plays the video from `at_s`, for a player we know takes a
+        start time (mpv, VLC); [] when none is installed (the caller then opens the file
+        with the system's default app, from the start)."""
+        import shutil
+
+        if exe := shutil.which("mpv"):
+            return [exe, f"--start={at_s:.2f}", path]
+        mac_vlc = "/Applications/VLC.app/Contents/MacOS/VLC"
+        if exe := shutil.which("vlc") or (mac_vlc if os.path.exists(mac_vlc) else None):
+            return [exe, f"--start-time={at_s:.2f}", path]
+        return []
+
     def thumbnail(self, path: str, size: int) -> Image.Image:
         p = checked_path(path)
         opened = _Opened(p)
@@ -296,21 +341,6 @@ class VideoDecoder:
             return im.transpose(turn) if turn is not None else im
         finally:
             opened.close()
-
-
-def open_at(path: str, at_s: float) -> list[str]:
-    """A command line that opens the video in a player at `at_s` seconds, where we know
-    one that takes a start time (mpv, VLC); else [] (the caller opens it with the system's
-    default app, from the start)."""
-    import shutil
-
-    if shutil.which("mpv"):
-        return ["mpv", f"--start={at_s:.2f}", path]
-    vlc = shutil.which("vlc") or ("/Applications/VLC.app/Contents/MacOS/VLC"
-                                  if os.path.exists("/Applications/VLC.app/Contents/MacOS/VLC") else None)
-    if vlc:
-        return [vlc, f"--start-time={at_s:.2f}", path]
-    return []
 
 
 decoder_plugin = VideoDecoder
