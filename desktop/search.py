@@ -209,16 +209,19 @@ class FrameMatrix:
         version = cat.frames_version(eid)
         with self.lock:
             if version != self.version:
-                ids, at, matrix = cat.frame_vectors(eid)
-                starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.zeros(0, np.int64)
-                counts = np.diff(np.r_[starts, len(ids)])
-                # (videos, most frames) of frame indices, padded with the video's first frame
-                # (a duplicate never changes a maximum): per-video max and argmax in one go.
-                width = int(counts.max()) if len(counts) else 0
-                pad = starts[:, None] + np.minimum(np.arange(width)[None, :], counts[:, None] - 1)
-                self.ids, self.at, self.matrix, self.starts, self.pad = ids, at, matrix, starts, pad
+                self.set(*cat.frame_vectors(eid))
                 self.version = version
         return self
+
+    def set(self, ids: np.ndarray, at: np.ndarray, matrix: np.ndarray) -> None:
+        """Frames grouped by photo id (as Catalog.frame_vectors returns them)."""
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.zeros(0, np.int64)
+        counts = np.diff(np.r_[starts, len(ids)])
+        # (videos, most frames) of frame indices, padded with the video's last frame (a
+        # duplicate never changes a maximum): per-video max and argmax in one go.
+        width = int(counts.max()) if len(counts) else 0
+        pad = starts[:, None] + np.minimum(np.arange(width)[None, :], counts[:, None] - 1)
+        self.ids, self.at, self.matrix, self.starts, self.pad = ids, at, matrix, starts, pad
 
     def best(self, queries: np.ndarray, allowed: np.ndarray | None) -> list[dict[int, tuple[float, float]]]:
         """Per query: video photo id -> (its best frame's score, that frame's at_s)."""

@@ -23,11 +23,14 @@ SCHEDULE = [("green", 0.0, 2.0), ("red", 2.0, 4.0), ("blue", 4.0, 6.0)]
 FPS = 10
 
 
-def write_video(path: Path, schedule=SCHEDULE, fps: int = FPS, size: tuple[int, int] = (64, 48)) -> Path:
+def write_video(path: Path, schedule=SCHEDULE, fps: int = FPS, size: tuple[int, int] = (64, 48),
+                gop: int | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as out:
         stream = out.add_stream("mpeg4", rate=fps)
         stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        if gop is not None:
+            stream.codec_context.gop_size = gop  # frames between keyframes
         rng = np.random.default_rng(0)
         for color, start, end in schedule:
             for _ in range(round((end - start) * fps)):
@@ -49,6 +52,38 @@ def test_a_generated_video_is_sampled_at_its_scene_changes(tmp_path: Path) -> No
     for _, start, _ in SCHEDULE:
         assert min(abs(t - start) for t in times) <= 1 / FPS, times
     assert len(times) <= 32
+
+
+@pytest.mark.parametrize("gop", [12, 1000])
+def test_a_long_video_is_sampled_from_keyframes_or_fully_when_they_are_sparse(tmp_path: Path, gop: int) -> None:
+    """40 s (past KEYFRAMES_AFTER_S): keyframes every 6 s are enough; one keyframe in all
+    (gop 1000) is not, and the decoder falls back to every frame."""
+    from plugins import video
+
+    path = write_video(tmp_path / "long.mp4", [("green", 0, 20), ("red", 20, 40)], fps=2, gop=gop)
+    decoded = media.decode(path, 48)
+    times = sorted(f.at_s for f in decoded.frames)
+    assert decoded.meta.duration_s > video.KEYFRAMES_AFTER_S
+    floor = video._floor(decoded.meta.duration_s)
+    assert all(b - a <= floor + 6.0 for a, b in zip(times, times[1:], strict=False)), times
+    reds = [f.at_s for f in decoded.frames if f.image.getpixel((5, 5))[0] > 150]
+    assert reds and 20.0 <= min(reds) <= 26.0, times  # the cut, to the next keyframe at most
+    opened = video._Opened(str(path))
+    try:
+        from_keyframes, _ = video.VideoDecoder()._sample(opened, 48, keyframes=True)
+    finally:
+        opened.close()
+    # gop 12: a keyframe each 6 s (and one at the cut) is enough; gop 1000: the first
+    # keyframe (and the cut's) are too sparse, so every frame was decoded instead
+    assert len(from_keyframes) >= 7 if gop == 12 else len(from_keyframes) <= 2
+    assert len(decoded.frames) >= 7
+
+
+def test_frames_are_capped_per_video(tmp_path: Path) -> None:
+    flicker = [(("red", "blue")[i % 2], i / 10, (i + 1) / 10) for i in range(120)]  # a cut every frame
+    decoded = media.decode(write_video(tmp_path / "flicker.mp4", flicker), 48)
+    assert len(decoded.frames) == 32
+    assert max(f.at_s for f in decoded.frames) > 10.0  # thinned evenly, not the first 32
 
 
 def test_a_text_query_finds_the_moment_of_a_video(tmp_path: Path, home: Path) -> None:

@@ -2,8 +2,9 @@
 the media-decoder contract of desktop/media.py.
 
 A video becomes a few frames to encode, each with its time (`Frame.at_s`):
-- the stream is decoded at reduced size with FFmpeg's own threads; videos longer than
-  KEYFRAMES_AFTER_S are decoded keyframes only (a phone writes one every second or two,
+- the stream is decoded with FFmpeg's own threads, B-frames skipped, and only the
+  frames kept are converted (at reduced size); videos longer than KEYFRAMES_AFTER_S are
+  decoded keyframes only (a phone writes one every second or two,
   and decoding a whole 10-minute 4K clip would take minutes);
 - a frame is kept when it differs from the last kept one (mean absolute difference of
   16x16 colour copies above SCENE_DIFF: a cut, a pan to something else), or when the
@@ -217,10 +218,15 @@ class VideoDecoder:
         finally:
             opened.close()
 
-    def _frames(self, opened: _Opened, keyframes: bool) -> Any:
+    def _frames(self, opened: _Opened, keyframes: bool, every: bool = True) -> Any:
+        """Decoded frames: keyframes only, or every frame, or (every=False) the reference
+        frames only: B-frames are skipped, which halves the work on cameras that write them
+        and moves a sampled scene change by one frame at most."""
         av = _av()
         if keyframes:
             opened.stream.codec_context.skip_frame = "NONKEY"
+        elif not every:
+            opened.stream.codec_context.skip_frame = "NONREF"
         try:
             yield from opened.container.decode(opened.stream)
         except (av.error.FFmpegError, EOFError) as e:
@@ -252,7 +258,7 @@ class VideoDecoder:
         last_at = -1e9
         rotation = 0
         start: float | None = None
-        for frame in self._frames(opened, keyframes):
+        for frame in self._frames(opened, keyframes, every=False):
             at = float(frame.time) if frame.time is not None else (last_at + floor if kept else 0.0)
             if start is None:
                 start = at
