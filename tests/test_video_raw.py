@@ -235,6 +235,8 @@ def test_a_raw_and_its_jpeg_are_one_photo_with_two_files(tmp_path: Path, home: P
         pair = shown["IMG_0001.jpg"]
         assert [Path(p).name for p in lib.paths_of(pair.id)] == ["IMG_0001.jpg", "IMG_0001.dng"]
         assert report.encoded == 2  # the paired RAW is not decoded: its JPEG stands for it
+        counts = cat.counts()
+        assert (counts["files"], counts["photos"], counts["ok"], counts["new"]) == (3, 2, 2, 0)
         assert [Path(h.path).name for h in lib.search("red", k=5, exact=True)].count("IMG_0001.dng") == 0
         # the JPEG goes: the RAW stands alone and is encoded and found
         jpeg.unlink()

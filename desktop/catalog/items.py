@@ -414,9 +414,11 @@ class ItemsMixin:
         """files, photos, ok, skipped, new for one library (or all)."""
         cond, args = ("WHERE f.library_id=?", [root_id]) if root_id is not None else ("", [])
         files = self.conn.execute(f"SELECT COUNT(*) FROM files f {cond}", args).fetchone()[0]
+        # A RAW shown through its JPEG is part of that photo, not a photo waiting to be encoded.
+        paired = "NOT EXISTS (SELECT 1 FROM raw_pairs rp WHERE rp.raw_id=p.id)"
         rows = self.conn.execute(
-            f"SELECT p.status, COUNT(DISTINCT p.id) FROM photos p JOIN files f ON f.photo_id=p.id {cond} "
-            "GROUP BY p.status",
+            f"SELECT p.status, COUNT(DISTINCT p.id) FROM photos p JOIN files f ON f.photo_id=p.id "
+            f"{cond + ' AND' if cond else 'WHERE'} {paired} GROUP BY p.status",
             args,
         ).fetchall()
         by = dict(rows)
