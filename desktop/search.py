@@ -196,7 +196,7 @@ class FrameMatrix:
     """One encoder's frame vectors in memory, reloaded when the catalog's frames change."""
 
     def __init__(self) -> None:
-        self.version: tuple[int, int] = (-1, -1)
+        self.version = -1
         self.ids = np.zeros(0, np.int64)  # photo id per frame, grouped by photo
         self.at = np.zeros(0, np.float32)
         self.matrix = np.zeros((0, 0), np.float32)

@@ -34,7 +34,8 @@ def write_video(path: Path, schedule=SCHEDULE, fps: int = FPS, size: tuple[int, 
         rng = np.random.default_rng(0)
         for color, start, end in schedule:
             for _ in range(round((end - start) * fps)):
-                pixels = np.clip(np.array(COLORS[color], np.int16) + rng.integers(-8, 9, (size[1], size[0], 3)),
+                rgb = COLORS[color] if isinstance(color, str) else color
+                pixels = np.clip(np.array(rgb, np.int16) + rng.integers(-8, 9, (size[1], size[0], 3)),
                                  0, 255).astype(np.uint8)
                 for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
                     out.mux(packet)
@@ -111,6 +112,11 @@ def test_a_text_query_finds_the_moment_of_a_video(tmp_path: Path, home: Path) ->
         # filters apply to frames too: outside the folder, the video is not found
         from desktop.search import Filters
         assert all(not h.path.endswith(".mp4") for h in lib.search("red", k=5, filters=Filters(exts=(".jpg",))))
+        # a video indexed after the first searches is found too (the frame matrix reloads)
+        write_video(root / "later.mp4", [("black", 0.0, 1.0), ((130, 40, 170), 1.0, 2.0)])
+        lib.index()
+        hit = lib.search("purple", k=1)[0]
+        assert hit.path.endswith("later.mp4") and 0.9 <= hit.at_s < 2.0
 
 
 def test_cli_search_prints_and_returns_the_timestamp(tmp_path: Path, home: Path, capsys) -> None:

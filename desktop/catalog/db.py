@@ -8,6 +8,9 @@ Tables
   changes `files.path`; the photo keeps its id, vectors, captions and tags. Two copies of
   the same content are two files and one photo (search shows it once, with both paths).
 - vectors: one per (photo, encoder id). Switching encoders adds rows, never wipes.
+- frames: a video's sampled frames, one vector each with its time (v3); the video's row
+  in `vectors` is their normalised mean. photos.kind/duration_s/latitude/longitude (v3).
+- raw_pairs (a view, v3): a RAW file beside a JPEG of the same stem -> the JPEG's photo.
 - captions / tags: per (photo, source), so a better captioner adds rows; `edited` marks
   a user's own words, which no machine overwrites.
 - tag_sets: which source has decided a photo's tags (a "user" row: the user's set wins).

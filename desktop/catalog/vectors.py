@@ -147,12 +147,12 @@ class VectorsMixin:
         matrix = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(len(rows), -1)
         return ids, at, matrix
 
-    def frames_version(self, encoder: str) -> tuple[int, int]:
-        """(max rowid, count) of an encoder's frames: changes whenever any frame does."""
-        row = self.conn.execute(
-            "SELECT COALESCE(MAX(rowid), 0), COUNT(*) FROM frames WHERE encoder=?", (encoder,)
-        ).fetchone()
-        return int(row[0]), int(row[1])
+    def frames_version(self, encoder: str) -> int:
+        """The newest frame's rowid: grows with every frame written (a re-encoded video's
+        frames are new rows). One index lookup: it is asked on every search. Purged frames
+        do not change it; their videos are gone from `photos`, so search drops them."""
+        return int(self.conn.execute(
+            "SELECT COALESCE(MAX(rowid), 0) FROM frames WHERE encoder=?", (encoder,)).fetchone()[0])
 
     def frame_times(self, photo_id: int, encoder: str) -> list[float]:
         return [r[0] for r in self.conn.execute(
