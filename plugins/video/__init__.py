@@ -138,6 +138,9 @@ class _Opened:
         self.path = path
         try:
             self.container = av.open(path, metadata_errors="ignore")
+        except av.error.InvalidDataError as e:
+            # Mostly a copy cut short: MP4/MOV keep their index (moov) at the end.
+            raise MediaError(path, f"truncated or damaged video ({_why(e)})") from e
         except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
             raise MediaError(path, f"not a readable video ({_why(e)})") from e
         try:
