@@ -15,7 +15,7 @@ Rgb16 = tuple[int, int, int]  # 12-bit sensor values, 0..4095
 
 def write_dng(
     path: str, top: Rgb16, bottom: Rgb16, size: tuple[int, int] = (256, 192), preview: Image.Image | None = None,
-    make: str = "Lumen", model: str = "Test DNG",
+    make: str = "Lumen", model: str = "Test DNG", orientation: int = 1, taken: str | None = None,
 ) -> str:
     from pidng.core import RAW2DNG, DNGTags, Tag
     from pidng.defs import CalibrationIlluminant, CFAPattern, DNGVersion, PhotometricInterpretation
@@ -32,7 +32,7 @@ def write_dng(
     tags = DNGTags()
     for tag, value in [
         (Tag.ImageWidth, w), (Tag.ImageLength, h), (Tag.TileWidth, w), (Tag.TileLength, h),
-        (Tag.Orientation, 1), (Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array),
+        (Tag.Orientation, orientation), (Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array),
         (Tag.SamplesPerPixel, 1), (Tag.BitsPerSample, 16), (Tag.CFARepeatPatternDim, [2, 2]),
         (Tag.CFAPattern, CFAPattern.RGGB), (Tag.BlackLevel, 0), (Tag.WhiteLevel, 4095),
         (Tag.ColorMatrix1, [[1, 1], [0, 1], [0, 1], [0, 1], [1, 1], [0, 1], [0, 1], [0, 1], [1, 1]]),
@@ -41,6 +41,8 @@ def write_dng(
         (Tag.DNGBackwardVersion, DNGVersion.V1_2),
     ]:
         tags.set(tag, value)
+    if taken:  # "YYYY:MM:DD HH:MM:SS", as cameras write it
+        tags.set(Tag.DateTimeOriginal, taken)
     writer = RAW2DNG()
     writer.options(tags, path="", compress=False)
     buf = bytes(writer.convert(bayer))

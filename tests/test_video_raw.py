@@ -209,6 +209,24 @@ def test_raw_uses_the_embedded_preview_when_big_enough_else_demosaics(tmp_path: 
     assert decoder.stats == {"preview": 1, "demosaic": 2}
 
 
+def test_raw_orientation_and_time_taken_come_from_the_raw(tmp_path: Path) -> None:
+    from dng_writer import write_dng
+
+    from plugins.raw import RawDecoder
+
+    decoder = RawDecoder()
+    for name, preview in (("p.dng", Image.new("RGB", (480, 360), COLORS["green"])), ("d.dng", None)):
+        path = write_dng(str(tmp_path / name), RED, BLUE, preview=preview, orientation=6, taken="2021:06:05 14:03:02")
+        out = decoder.decode(path, 224)
+        assert (out.meta.width, out.meta.height) == (192, 256)  # turned 90° clockwise: portrait
+        assert out.image.height > out.image.width and out.meta.taken_at == "2021-06-05T14:03:02"
+        assert decoder.thumbnail(path, 128).size == (96, 128)
+        if preview is None:  # the mosaic's red top is on the right once turned
+            r, _, b = out.image.getpixel((out.image.width - 5, out.image.height // 2))
+            assert r > b
+    assert decoder.stats == {"preview": 2, "demosaic": 2}
+
+
 def test_bad_raws_are_skipped_with_a_reason_and_fake_nefs_are_jpegs(tmp_path: Path, home: Path) -> None:
     root = tmp_path / "raws"
     good = _dng(root / "good.dng")

@@ -95,8 +95,9 @@ def _exif(path: str, preview: Image.Image | None) -> tuple[str | None, str | Non
         import exifread
 
         with open(path, "rb") as f:
-            tags = exifread.process_file(f, details=False, stop_tag="DateTimeOriginal")
-        taken = images._iso(str(tags.get("EXIF DateTimeOriginal") or tags.get("Image DateTime") or ""),
+            tags = exifread.process_file(f, details=False)
+        when = tags.get("EXIF DateTimeOriginal") or tags.get("Image DateTimeOriginal") or tags.get("Image DateTime")
+        taken = images._iso(str(when or ""),
                             str(tags.get("EXIF OffsetTimeOriginal") or "") or None)
         camera = images._camera(str(tags.get("Image Make") or "") or None, str(tags.get("Image Model") or "") or None)
         if taken or camera:
