@@ -7,7 +7,7 @@
   decoder alone (open, decode at reduced size, sample by scene change, metadata), then
   the whole `Library.index()` on a fresh data dir (scan, hash, decode, encode every frame,
   write frames and vectors, Annoy build) with the chosen encoder: videos/min and frames/s.
-- **RAW**: DNG files written here (pidng: a real Bayer mosaic, 12-bit), with a camera-size
+- **RAW**: DNG files written here (tests/dng_writer.py: a real Bayer mosaic, 12-bit), with a camera-size
   embedded JPEG preview and without one: seconds per file for the preview path and the
   half-size demosaic, as the indexer decodes them (short side 224).
 - **frame search**: the exact per-frame match every text query runs (search.FrameMatrix)
@@ -85,7 +85,7 @@ def _raws(size: tuple[int, int], n: int, reps: int) -> tuple[Table, dict[str, An
     from PIL import Image
 
     sys.path.insert(0, str(REPO / "tests"))
-    from dng_writer import write_dng  # the tests' DNG maker (pidng + a preview IFD)
+    from dng_writer import write_dng  # the tests' DNG writer (a Bayer mosaic + a preview IFD)
 
     from plugins.raw import RawDecoder
 

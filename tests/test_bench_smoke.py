@@ -107,7 +107,7 @@ def test_ui_stalls_and_run_all_quick(bench_out: Path) -> None:
 @pytest.mark.slow
 def test_media_quick(bench_out: Path) -> None:
     pytest.importorskip("av")
-    pytest.importorskip("pidng")
+    pytest.importorskip("rawpy")
     result = _run("bench.media")
     raw = result["results"]["raw"]
     assert raw["preview_s"] and raw["demosaic_s"]
