@@ -208,9 +208,19 @@ class FrameMatrix:
         cat = store.read()
         version = cat.frames_version(eid)
         with self.lock:
-            if version != self.version:
-                self.set(*cat.frame_vectors(eid))
-                self.version = version
+            if version == self.version:
+                return self
+            if 0 < self.version < version and len(self.ids):
+                # Videos indexed since (the usual case while indexing): append theirs only.
+                ids, at, matrix = cat.frame_vectors(eid, since_rowid=self.version)
+                if not np.isin(ids, self.ids).any() and matrix.shape[1:] in ((self.matrix.shape[1],), (0,)):
+                    if len(ids):
+                        self.set(np.concatenate([self.ids, ids]), np.concatenate([self.at, at]),
+                                 np.concatenate([self.matrix, matrix]))
+                    self.version = version
+                    return self
+            self.set(*cat.frame_vectors(eid))  # first load, or a video's frames were replaced
+            self.version = version
         return self
 
     def set(self, ids: np.ndarray, at: np.ndarray, matrix: np.ndarray) -> None:

@@ -133,12 +133,13 @@ class VectorsMixin:
         return out
 
     # --- videos and RAW files (issue 15) ---
-    def frame_vectors(self, encoder: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(photo ids, at_s, (n, dim) matrix) of live videos' frames, grouped by photo."""
+    def frame_vectors(self, encoder: str, since_rowid: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(photo ids, at_s, (n, dim) matrix) of live videos' frames (those written after
+        `since_rowid`), grouped by photo."""
         rows = self.conn.execute(
             "SELECT fr.photo_id, fr.at_s, fr.vector FROM frames fr JOIN photos p ON p.id=fr.photo_id "
-            "WHERE fr.encoder=? AND p.gone_at IS NULL ORDER BY fr.photo_id, fr.frame_index",
-            (encoder,),
+            "WHERE fr.encoder=? AND fr.rowid>? AND p.gone_at IS NULL ORDER BY fr.photo_id, fr.frame_index",
+            (encoder, since_rowid),
         ).fetchall()
         if not rows:
             return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, 0), np.float32)
