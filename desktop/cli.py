@@ -16,7 +16,7 @@ import threading
 from collections.abc import Sequence
 from datetime import datetime
 
-from desktop import __version__
+from desktop import __version__, media
 from desktop.console import ProgressLine
 from desktop.encoders import CAPTIONER_GROUP, ENCODER_GROUP, EncoderError, installed
 from desktop.library import Filters, Hit, Library, LibraryError
@@ -203,6 +203,10 @@ def _print_hits(hits: Sequence[Hit], as_json: bool) -> None:
                         "id": h.photo_id,
                         "taken_at": h.photo.taken_at,
                         "online": h.photo.online,
+                        "kind": h.photo.kind,
+                        # a video: the moment that matched, seconds from its start
+                        **({"at_s": round(h.at_s, 3), "duration_s": h.photo.duration_s}
+                           if h.at_s is not None else {}),
                     }
                     for h in hits
                 ],
@@ -211,7 +215,8 @@ def _print_hits(hits: Sequence[Hit], as_json: bool) -> None:
         )
         return
     for h in hits:
-        print(f"{h.score:.3f}  {h.path}")
+        at = f"  @ {media.clock(h.at_s)}" if h.at_s is not None else ""
+        print(f"{h.score:.3f}  {h.path}{at}")
 
 
 def cmd_search(args: argparse.Namespace) -> int:

@@ -50,6 +50,7 @@ class IndexReport:
     removed: int = 0
     encoded: int = 0
     skipped: int = 0
+    frames: int = 0  # video frames encoded (each video brings several)
     problems: int = 0
     seconds: float = 0.0
     encode_seconds: float = 0.0
@@ -205,10 +206,12 @@ class Indexer:
         size = decode_size(encoder)
         decoded = media.iter_decoded(paths(), size=size, nice=DECODE_NICE)
         try:
-            for batch in _batches(((todo.popleft(), r) for r in decoded), ENCODE_BATCH):
+            # ENCODE_BATCH counts frames, not items: a video brings up to 32 of them.
+            for batch in _batches(((todo.popleft(), r) for r in decoded), ENCODE_BATCH, _frame_count):
                 if cancel and cancel.is_set():
                     break
-                ok_ids, ok_images, metas, skipped = [], [], [], []
+                ok_ids, ok_images, metas, skipped, counts = [], [], [], [], []
+                videos: dict[int, list[float]] = {}  # photo id -> its frames' times
                 for (photo_id, path), (_, result) in batch:
                     if isinstance(result, media.MediaError) and result.reason == VANISHED:
                         # Moved or deleted since the scan: not a bad photo. Use another copy,
@@ -222,17 +225,32 @@ class Indexer:
                         log.info("skipped %s: %s", path, result.reason)
                         continue
                     ok_ids.append(photo_id)
-                    ok_images.append(result.image)
-                    metas.append(_meta_dict(result.meta))
+                    ok_images += [f.image for f in result.frames]
+                    counts.append(len(result.frames))
+                    metas.append(media.meta_fields(result.meta))
+                    if result.frames[0].at_s is not None:
+                        videos[photo_id] = [float(f.at_s or 0.0) for f in result.frames]
                 vectors = (
                     self.store.encode_images(ok_images)
                     if ok_images
                     else np.zeros((0, encoder.dim), np.float32)
                 )
-                rows = list(zip(ok_ids, vectors, metas, strict=True))
-                self.store.write(lambda c, r=rows, s=skipped: c.save_encoded(eid, r, s))
+                rows, frames, start = [], {}, 0
+                for photo_id, n, meta in zip(ok_ids, counts, metas, strict=True):
+                    own = vectors[start : start + n]
+                    start += n
+                    if photo_id in videos:
+                        # The item's own vector: the frames' normalised mean ("similar", the ANN
+                        # index); text queries are matched against each frame (search.py).
+                        mean = own.mean(axis=0)
+                        rows.append((photo_id, mean / max(float(np.linalg.norm(mean)), 1e-9), meta))
+                        frames[photo_id] = list(zip(videos[photo_id], own, strict=True))
+                    else:
+                        rows.append((photo_id, own[0], meta))
+                self.store.write(lambda c, r=rows, s=skipped, f=frames: c.save_encoded(eid, r, s, f))
                 done += len(batch)
                 report.encoded += len(rows)
+                report.frames += int(sum(len(v) for v in frames.values()))
                 report.skipped += len(skipped)
                 if progress:
                     elapsed = time.monotonic() - started
@@ -455,25 +473,28 @@ def _stat_into(path: str, root_id: int, upserts: dict) -> None:
     upserts.setdefault(root_id, []).append((path, st.st_size, st.st_mtime))
 
 
-def _meta_dict(meta: media.MediaMeta) -> dict[str, object]:
-    return {
-        "width": meta.width,
-        "height": meta.height,
-        "format": meta.format,
-        "taken_at": meta.taken_at,
-        "camera": meta.camera,
-    }
-
-
-def _batches(items: Iterable[T], size: int) -> Iterable[list[T]]:
+def _batches(items: Iterable[T], size: int, weight: Callable[[T], int] | None = None) -> Iterable[list[T]]:
+    """Lists of items whose weights (1 each by default) add up to about `size`: a batch
+    closes when the next item would pass it (an item heavier than `size` goes alone)."""
     batch: list[T] = []
+    total = 0
     for item in items:
-        batch.append(item)
-        if len(batch) == size:
+        w = weight(item) if weight else 1
+        if batch and total + w > size:
             yield batch
-            batch = []
+            batch, total = [], 0
+        batch.append(item)
+        total += w
+        if total >= size:
+            yield batch
+            batch, total = [], 0
     if batch:
         yield batch
+
+
+def _frame_count(item: tuple[object, tuple[str, media.Decoded | media.MediaError]]) -> int:
+    result = item[1][1]
+    return len(result.frames) if isinstance(result, media.Decoded) else 1
 
 
 def _dim_of(cat: Catalog, encoder_id: str) -> int:

@@ -330,14 +330,17 @@ class Library:
         return self.store.read().tag_counts(contains, limit)
 
     # ---- thumbnails ---------------------------------------------------------------------
-    def thumbnail(self, photo: Photo, size: int = 256) -> Path:
+    def thumbnail(self, photo: Photo, size: int = 256, at_s: float | None = None) -> Path:
         """A cached JPEG thumbnail (keyed by content hash and size; oriented). Safe from any
-        thread; raises LibraryError when the photo cannot be read (offline, corrupt)."""
-        target = self.paths.thumbs / photo.hash[:2] / f"{photo.hash}-{size}.jpg"
+        thread; raises LibraryError when the photo cannot be read (offline, corrupt).
+        at_s: a video's picture at that time (a hit's moment) instead of its poster."""
+        moment = "" if at_s is None else f"-at{round(at_s * 1000)}"
+        target = self.paths.thumbs / photo.hash[:2] / f"{photo.hash}-{size}{moment}.jpg"
         if target.exists():
             return target
         try:
-            image = media.make_thumbnail(photo.path, size)
+            image = (media.make_thumbnail(photo.path, size) if at_s is None
+                     else media.frame_at(photo.path, at_s, size))
         except media.MediaError as exc:
             raise LibraryError(str(exc)) from exc
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -345,6 +348,14 @@ class Library:
         image.save(tmp, "JPEG", quality=85)
         os.replace(tmp, target)  # two threads making the same thumbnail: last one wins, both valid
         return target
+
+    def player_command(self, photo: Photo, at_s: float) -> list[str]:
+        """A command that plays a video from `at_s` (mpv, VLC), or [] when no player that
+        takes a start time is installed: then open the file with the default app."""
+        try:
+            return media.player_command(photo.path, at_s)
+        except media.MediaError as exc:
+            raise LibraryError(str(exc)) from exc
 
     # ---- status -------------------------------------------------------------------------
     def status(self, watcher: Watcher | None = None) -> LibraryStatus:

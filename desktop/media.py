@@ -37,7 +37,32 @@ log = logging.getLogger(__name__)
 MEDIA_GROUP = "lumen.media"
 SNIFF_BYTES = 64  # every container we know names itself in its first few bytes
 MediaError = ImageError  # a file that cannot be used: `reason` is a short sentence for the user
-MediaMeta = ImageMeta
+
+
+@dataclass(frozen=True, slots=True)
+class MediaMeta(ImageMeta):
+    """ImageMeta plus what a video (or a geotagged file) adds. A still's decoder may return a
+    plain ImageMeta: every extra field has its default there (see `meta_fields`)."""
+
+    kind: str = "image"  # "image" | "video" | "raw"
+    duration_s: float | None = None
+    latitude: float | None = None  # WGS84 degrees
+    longitude: float | None = None
+
+
+def meta_fields(meta: ImageMeta) -> dict[str, object]:
+    """The catalog's photo columns from any decoder's metadata."""
+    return {
+        "width": meta.width,
+        "height": meta.height,
+        "format": meta.format,
+        "taken_at": meta.taken_at,
+        "camera": meta.camera,
+        "kind": getattr(meta, "kind", "image"),
+        "duration_s": getattr(meta, "duration_s", None),
+        "latitude": getattr(meta, "latitude", None),
+        "longitude": getattr(meta, "longitude", None),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +204,30 @@ def make_thumbnail(path: str | os.PathLike[str], size: int) -> Image.Image:
     return registry.for_path(p).thumbnail(p, size)
 
 
+# --- videos (issue 15): optional decoder capabilities, asked for by name ---
+def frame_at(path: str | os.PathLike[str], at_s: float, size: int) -> Image.Image:
+    """The picture at `at_s` seconds of a video (longer side <= size); a still's thumbnail
+    for decoders with no notion of time."""
+    p = os.fsdecode(path)
+    decoder = registry.for_path(p)
+    fn = getattr(decoder, "frame_at", None)
+    return fn(p, at_s, size) if fn is not None else decoder.thumbnail(p, size)
+
+
+def clock(seconds: float) -> str:
+    """A position or a length as players show it: 0:03.5, 2:03.5, 1:02:03.5."""
+    m, s = divmod(max(0.0, seconds), 60)
+    h, m = divmod(int(m), 60)
+    return f"{h}:{m:02d}:{s:04.1f}" if h else f"{m}:{s:04.1f}"
+
+
+def player_command(path: str | os.PathLike[str], at_s: float) -> list[str]:
+    """A command that plays the file from `at_s`, or [] (open it with the default app)."""
+    p = os.fsdecode(path)
+    fn = getattr(registry.for_path(p), "player_command", None)
+    return list(fn(p, at_s)) if fn is not None else []
+
+
 def iter_decoded(
     paths: Iterable[str], size: int = 256, workers: int = 2, lookahead: int = 32, nice: int = 0,
 ) -> Iterator[tuple[str, Decoded | MediaError]]:
@@ -226,12 +275,16 @@ __all__ = [
     "MediaDecoder",
     "MediaError",
     "MediaMeta",
+    "clock",
     "decode",
+    "frame_at",
     "is_media_name",
     "is_media_path",
     "iter_decoded",
     "load_for_encoding",
     "make_thumbnail",
+    "meta_fields",
+    "player_command",
     "read_meta",
     "registry",
 ]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -31,6 +33,7 @@ MODES = ("words", "meaning", "both")
 class Hit:
     photo: Photo
     score: float
+    at_s: float | None = None  # a video: the time of its best-matching frame
 
     @property
     def photo_id(self) -> int:
@@ -172,10 +175,102 @@ def search_vectors(
         extra_ids, extra_vecs, newest = cat.vectors(eid, since_rowid=idx.version)
         idx.add(extra_ids, extra_vecs, version=max(newest, top))
     want = k + 8  # a few spare for photos deleted since the build
-    raw = idx.search(queries.astype(np.float32), want, allowed=allowed_ids(store, filters), exact=exact)
-    wanted_ids = {pid for row in raw for pid, _ in row}
+    allowed = allowed_ids(store, filters)
+    raw = idx.search(queries.astype(np.float32), want, allowed=allowed, exact=exact)
+    moments = _frames(store, eid).best(queries, allowed)
+    merged = [_merge(row, best, want) for row, best in zip(raw, moments, strict=True)]
+    wanted_ids = {pid for row in merged for pid, _, _ in row}
     rows = cat.photos(sorted(wanted_ids))
-    return [[Hit(rows[pid], score) for pid, score in row if pid in rows][:k] for row in raw]
+    for pid in cat.paired_raws(sorted(wanted_ids)):  # the JPEG of the pair is the one shown
+        rows.pop(pid, None)
+    return [[Hit(rows[pid], score, at) for pid, score, at in row if pid in rows][:k] for row in merged]
+
+
+# --- videos and RAW files (issue 15) ---
+# Each video frame is matched exactly, not through the ANN index: frames are capped per
+# video (32), so even 5 000 videos are 160 000 frames, one matrix-vector product of a few
+# milliseconds (bench/media.py measures it), and no moment is lost to the approximation.
+# The index keeps one vector per item (a video's is its frames' mean), so photo search
+# and its ids are unchanged.
+class FrameMatrix:
+    """One encoder's frame vectors in memory, reloaded when the catalog's frames change."""
+
+    def __init__(self) -> None:
+        self.version = -1
+        self.ids = np.zeros(0, np.int64)  # photo id per frame, grouped by photo
+        self.at = np.zeros(0, np.float32)
+        self.matrix = np.zeros((0, 0), np.float32)
+        self.starts = np.zeros(0, np.int64)  # first frame of each video
+        self.pad = np.zeros((0, 0), np.int64)
+        self.lock = threading.Lock()
+
+    def refresh(self, store: Store, eid: str) -> FrameMatrix:
+        cat = store.read()
+        version = cat.frames_version(eid)
+        with self.lock:
+            if version == self.version:
+                return self
+            if 0 < self.version < version and len(self.ids):
+                # Videos indexed since (the usual case while indexing): append theirs only.
+                ids, at, matrix = cat.frame_vectors(eid, since_rowid=self.version)
+                if not np.isin(ids, self.ids).any() and matrix.shape[1:] in ((self.matrix.shape[1],), (0,)):
+                    if len(ids):
+                        self.set(np.concatenate([self.ids, ids]), np.concatenate([self.at, at]),
+                                 np.concatenate([self.matrix, matrix]))
+                    self.version = version
+                    return self
+            self.set(*cat.frame_vectors(eid))  # first load, or a video's frames were replaced
+            self.version = version
+        return self
+
+    def set(self, ids: np.ndarray, at: np.ndarray, matrix: np.ndarray) -> None:
+        """Frames grouped by photo id (as Catalog.frame_vectors returns them)."""
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.zeros(0, np.int64)
+        counts = np.diff(np.r_[starts, len(ids)])
+        # (videos, most frames) of frame indices, padded with the video's last frame (a
+        # duplicate never changes a maximum): per-video max and argmax in one go.
+        width = int(counts.max()) if len(counts) else 0
+        pad = starts[:, None] + np.minimum(np.arange(width)[None, :], counts[:, None] - 1)
+        self.ids, self.at, self.matrix, self.starts, self.pad = ids, at, matrix, starts, pad
+
+    def best(self, queries: np.ndarray, allowed: np.ndarray | None) -> list[dict[int, tuple[float, float]]]:
+        """Per query: video photo id -> (its best frame's score, that frame's at_s)."""
+        with self.lock:
+            ids, at, matrix, starts, pad = self.ids, self.at, self.matrix, self.starts, self.pad
+        if len(ids) == 0 or matrix.shape[1] != queries.shape[1]:
+            return [{} for _ in range(len(queries))]
+        videos = ids[starts]
+        keep = np.isin(videos, allowed) if allowed is not None else np.ones(len(videos), bool)
+        scores = queries.astype(np.float32) @ matrix.T  # (queries, frames)
+        out = []
+        for row in scores:
+            per_video = row[pad]  # (videos, width)
+            first = pad[np.arange(len(pad)), per_video.argmax(axis=1)]  # earliest best frame
+            top = row[first]
+            out.append({int(v): (float(s), float(t)) for v, s, t, ok in
+                        zip(videos, top, at[first], keep, strict=True) if ok})
+        return out
+
+
+_FRAME_MATRICES: weakref.WeakKeyDictionary[Store, dict[str, FrameMatrix]] = weakref.WeakKeyDictionary()
+_FRAME_LOCK = threading.Lock()
+
+
+def _frames(store: Store, eid: str) -> FrameMatrix:
+    with _FRAME_LOCK:
+        fm = _FRAME_MATRICES.setdefault(store, {}).setdefault(eid, FrameMatrix())
+    return fm.refresh(store, eid)
+
+
+def _merge(
+    ann: Sequence[tuple[int, float]], moments: dict[int, tuple[float, float]], k: int
+) -> list[tuple[int, float, float | None]]:
+    """The index's hits with every video scored by its best frame (not its mean vector),
+    and videos whose moment beats the k-th hit added: top k as (id, score, at_s)."""
+    scored: dict[int, tuple[float, float | None]] = {pid: (score, None) for pid, score in ann}
+    scored.update(moments)
+    order = sorted(scored.items(), key=lambda kv: -kv[1][0])[:k]
+    return [(pid, score, at) for pid, (score, at) in order]
 
 
 def search(
@@ -281,20 +376,23 @@ def fuse(word_hits: Sequence[Found], meaning_hits: Sequence[Hit], k: int | None 
     photo: dict[int, Any] = {}
     words: dict[int, Found] = {}
     similarity: dict[int, float] = {}
+    moment: dict[int, float | None] = {}
     for rank, h in enumerate(word_hits, 1):
         score[h.photo_id] = score.get(h.photo_id, 0.0) + 1.0 / (RRF_K + rank)
         photo[h.photo_id], words[h.photo_id] = h.photo, h
     for rank, h in enumerate(meaning_hits, 1):
         score[h.photo_id] = score.get(h.photo_id, 0.0) + 1.0 / (RRF_K + rank)
         photo[h.photo_id], similarity[h.photo_id] = h.photo, h.score
+        moment[h.photo_id] = h.at_s
     order = sorted(score, key=lambda pid: (-score[pid], -similarity.get(pid, -2.0)))[:k]
     return [
         Found(
             photo[pid],
             score[pid],
-            pid in words,
-            similarity.get(pid),
-            words[pid].snippet if pid in words else None,
+            at_s=moment.get(pid),
+            words=pid in words,
+            similarity=similarity.get(pid),
+            snippet=words[pid].snippet if pid in words else None,
         )
         for pid in order
     ]
@@ -313,7 +411,7 @@ def search_mixed(
     word_hits = find_words(store, text, max(k, MEANING_DEPTH), filters) if mode != "meaning" else []
     meaning_hits = _meaning(store, text, max(k, MEANING_DEPTH), filters) if mode != "words" else []
     if mode == "meaning":
-        return [Found(h.photo, h.score, similarity=h.score) for h in meaning_hits[:k]]
+        return [Found(h.photo, h.score, at_s=h.at_s, similarity=h.score) for h in meaning_hits[:k]]
     return fuse(word_hits, meaning_hits, k)
 
 

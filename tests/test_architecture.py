@@ -125,7 +125,7 @@ def test_a_catalog_made_by_the_previous_release_opens_and_keeps_everything(tmp_p
     shutil.copy(DATA / "catalog-v0.1.0.db", home / "catalog.db")
     with Library(home, encoder="colors") as lib:
         cat = lib.catalog
-        assert cat.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert cat.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         counts = cat.counts()
         assert (counts["photos"], counts["files"], counts["ok"], counts["skipped"]) == (5, 6, 4, 1)
         red = next(p for p in cat.live_photos() if p.path.endswith("/red.jpg"))
@@ -137,12 +137,48 @@ def test_a_catalog_made_by_the_previous_release_opens_and_keeps_everything(tmp_p
         assert [Path(h.path).name for h in lib.find_words("kitchen")] == ["red.jpg"]
         assert [Path(h.path).name for h in lib.search("blue", k=1, exact=True)] == ["blue.jpg"]
         assert [s.reason for s in lib.status().skipped] and lib.status().vectors == {"colors:hist-v1": 4}
+        # v3 (videos and RAW files): the old photos are stills with no frames; a video added
+        # to the migrated catalog is indexed beside them and found at its moment
+        assert {p.kind for p in cat.live_photos()} == {"image"} and cat.frames_version("colors:hist-v1") == 0
+        from test_video_raw import write_video
+
+        write_video(tmp_path / "videos" / "clip.mp4")
+        lib.add_root(str(tmp_path / "videos"))
+        lib.index()  # the fixture's own folders are long gone: marked offline, photos kept
+        assert lib.catalog.counts()["photos"] == 6
+        hit = lib.search("green", k=1, exact=True)[0]
+        assert hit.path.endswith("clip.mp4") and hit.at_s is not None and hit.at_s < 2.0
 
 
-def test_the_schema_of_a_fresh_catalog_equals_the_previous_release(tmp_path: Path) -> None:
+def test_a_v2_catalog_migrates_to_v3_with_its_data(tmp_path: Path) -> None:
+    """The step itself: photos gain kind/duration/GPS columns (NULL for old rows, read as
+    "image"), frames and raw_pairs appear, nothing else changes."""
+    shutil.copy(DATA / "catalog-v0.1.0.db", tmp_path / "catalog.db")
+    with sqlite3.connect(tmp_path / "catalog.db") as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        before = conn.execute("SELECT id, hash, status FROM photos ORDER BY id").fetchall()
+    cat = Catalog(tmp_path / "catalog.db")
+    try:
+        assert cat.conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert cat.conn.execute("SELECT id, hash, status FROM photos ORDER BY id").fetchall() == before
+        cols = {r[1] for r in cat.conn.execute("PRAGMA table_info(photos)")}
+        assert {"kind", "duration_s", "latitude", "longitude"} <= cols
+        assert cat.conn.execute("SELECT COUNT(*) FROM frames").fetchone()[0] == 0
+        assert cat.conn.execute("SELECT COUNT(*) FROM raw_pairs").fetchone()[0] == 0
+        assert all(p.kind == "image" for p in cat.photos([r[0] for r in before]).values())
+    finally:
+        cat.close()
+
+
+def test_the_schema_of_a_fresh_catalog_equals_the_previous_release_migrated(tmp_path: Path) -> None:
     def schema(path: Path) -> list[tuple[str, str, str]]:
         with sqlite3.connect(path) as conn:
             return sorted(conn.execute("SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL"))
 
     Catalog(tmp_path / "fresh.db").close()
-    assert schema(tmp_path / "fresh.db") == schema(DATA / "catalog-v0.1.0.db")
+    shutil.copy(DATA / "catalog-v0.1.0.db", tmp_path / "old.db")
+    v2 = schema(tmp_path / "old.db")
+    Catalog(tmp_path / "old.db").close()
+    assert schema(tmp_path / "fresh.db") == schema(tmp_path / "old.db")
+    # v3 added to v2 and changed only the photos table (its new columns)
+    assert {r for r in v2 if r[1] != "photos"} < set(schema(tmp_path / "old.db"))

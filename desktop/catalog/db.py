@@ -8,6 +8,9 @@ Tables
   changes `files.path`; the photo keeps its id, vectors, captions and tags. Two copies of
   the same content are two files and one photo (search shows it once, with both paths).
 - vectors: one per (photo, encoder id). Switching encoders adds rows, never wipes.
+- frames: a video's sampled frames, one vector each with its time (v3); the video's row
+  in `vectors` is their normalised mean. photos.kind/duration_s/latitude/longitude (v3).
+- raw_pairs (a view, v3): a RAW file beside a JPEG of the same stem -> the JPEG's photo.
 - captions / tags: per (photo, source), so a better captioner adds rows; `edited` marks
   a user's own words, which no machine overwrites.
 - tag_sets: which source has decided a photo's tags (a "user" row: the user's set wins).
@@ -179,7 +182,44 @@ def _m2(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2]
+# --- videos and RAW files (issue 15) ---
+# Files whose content is a camera RAW, and the still formats a camera writes beside one.
+# A RAW with a companion of the same folder and stem (IMG_1.CR2 + IMG_1.JPG) is shown as
+# that companion's second file (see raw_pairs); the lists are here, not in the plugin, so
+# the catalog can say it in SQL without importing plugins.
+RAW_EXTENSIONS = (".nef", ".nrw", ".cr2", ".cr3", ".crw", ".arw", ".srf", ".sr2", ".dng", ".orf", ".rw2",
+                  ".raf", ".pef", ".srw", ".x3f", ".3fr", ".iiq", ".erf", ".kdc", ".mrw", ".rwl")
+RAW_COMPANIONS = (".jpg", ".jpeg", ".heic", ".heif", ".hif", ".tif", ".tiff")
+
+
+def _m3(db: sqlite_utils.Database) -> None:
+    # What the decoder says the item is, and a video's length; GPS where the file has it.
+    for column, kind in (("kind", "TEXT"), ("duration_s", "REAL"), ("latitude", "REAL"), ("longitude", "REAL")):
+        db.execute(f"ALTER TABLE photos ADD COLUMN {column} {kind}")
+    # A video's sampled frames, one vector each with its time. The video's row in `vectors`
+    # is their normalised mean (for "similar" and the ANN index); a text query is matched
+    # against every frame (desktop/search.py), so a moment of a long video is found.
+    # The rowid is the frame cache's watermark, as for vectors.
+    db.execute(
+        "CREATE TABLE frames (photo_id INTEGER NOT NULL REFERENCES photos(id), encoder TEXT NOT NULL, "
+        "frame_index INTEGER NOT NULL, at_s REAL NOT NULL, vector BLOB NOT NULL, "
+        "PRIMARY KEY (photo_id, encoder, frame_index))"
+    )
+    db.execute("CREATE INDEX idx_frames_encoder ON frames(encoder)")
+    # RAW+JPEG pairs are derived from the files, never stored: a move, a rename or a deleted
+    # JPEG changes the pairing with no bookkeeping. Identity stays the content hash: the RAW
+    # and the JPEG remain two photos; the pair only decides which one is shown.
+    raws, companions = (",".join(f"'{e}'" for e in exts) for exts in (RAW_EXTENSIONS, RAW_COMPANIONS))
+    db.execute(
+        "CREATE VIEW raw_pairs AS SELECT r.photo_id AS raw_id, j.photo_id AS shown_id, r.path AS raw_path "
+        "FROM files r JOIN files j ON j.folder=r.folder AND j.id!=r.id AND j.photo_id!=r.photo_id "
+        f"AND j.ext IN ({companions}) "
+        "AND substr(j.path, 1, length(j.path)-length(j.ext))=substr(r.path, 1, length(r.path)-length(r.ext)) "
+        f"WHERE r.ext IN ({raws})"
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1, _m2, _m3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -56,6 +56,15 @@ class Photo:
     reason: str | None
     online: bool
     mtime: float
+    # --- videos and RAW files (issue 15) ---
+    kind: str = "image"  # image | video | raw (what the decoder said; "image" until encoded)
+    duration_s: float | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+
+    @property
+    def is_video(self) -> bool:
+        return self.kind == "video"
 
 
 class FileState(NamedTuple):
@@ -289,7 +298,7 @@ class ItemsMixin:
                 )
             ]
             for chunk in _chunks(ids, 500):
-                for table in ("vectors", "captions", "tags", "tag_sets"):
+                for table in ("vectors", "frames", "captions", "tags", "tag_sets"):
                     self.conn.execute(f"DELETE FROM {table} WHERE photo_id IN ({_qs(chunk)})", chunk)
                 self.conn.execute(f"DELETE FROM photos WHERE id IN ({_qs(chunk)})", chunk)
         return len(ids)
@@ -298,7 +307,7 @@ class ItemsMixin:
     # ---- reading photos -----------------------------------------------------------------
     _PHOTO_SQL = (
         "SELECT p.id, p.hash, f.path, f.library_id, p.size, p.width, p.height, p.format, p.taken_at, p.camera, "
-        "p.status, p.reason, l.online, f.mtime FROM photos p "
+        "p.status, p.reason, l.online, f.mtime, p.kind, p.duration_s, p.latitude, p.longitude FROM photos p "
         "JOIN files f ON f.id=(SELECT MIN(id) FROM files WHERE photo_id=p.id) "
         "JOIN libraries l ON l.id=f.library_id "
     )
@@ -317,7 +326,11 @@ class ItemsMixin:
     def live_photos(self, limit: int | None = None) -> list[Photo]:
         """The newest `limit` live photos by id (all when None), in id order: the window's
         listing with no query. One query, no id list: 2x cheaper than photos(ids) at 100k."""
-        sql = self._PHOTO_SQL + "WHERE p.gone_at IS NULL ORDER BY p.id DESC"
+        # A RAW shown through its JPEG is listed once, as the JPEG (its file is in paths_of).
+        sql = self._PHOTO_SQL + (
+            "WHERE p.gone_at IS NULL AND NOT EXISTS (SELECT 1 FROM raw_pairs rp WHERE rp.raw_id=p.id) "
+            "ORDER BY p.id DESC"
+        )
         rows = _fetchall_fast(self.conn, sql + (" LIMIT ?" if limit is not None else ""),
                               (limit,) if limit is not None else ())
         rows.reverse()
@@ -326,17 +339,34 @@ class ItemsMixin:
     def photo_by_path(self, path: str) -> Photo | None:
         row = self.conn.execute(
             "SELECT p.id, p.hash, f.path, f.library_id, p.size, p.width, p.height, p.format, p.taken_at, p.camera, "
-            "p.status, p.reason, l.online, f.mtime FROM files f JOIN photos p ON p.id=f.photo_id "
+            "p.status, p.reason, l.online, f.mtime, p.kind, p.duration_s, p.latitude, p.longitude "
+            "FROM files f JOIN photos p ON p.id=f.photo_id "
             "JOIN libraries l ON l.id=f.library_id WHERE f.path=CAST(? AS TEXT)",
             (_fs(os.path.abspath(path)),),
         ).fetchone()
         return _photo(row) if row else None
 
     def paths_of(self, photo_id: int) -> list[str]:
-        return [
+        """The photo's files; for a JPEG shot with a RAW beside it, the RAW files after."""
+        own = [
             r[0]
             for r in self.conn.execute("SELECT path FROM files WHERE photo_id=? ORDER BY id", (photo_id,))
         ]
+        return own + [p for p in self.raw_files_of(photo_id) if p not in own]
+
+    # --- videos and RAW files (issue 15) ---
+    def raw_files_of(self, photo_id: int) -> list[str]:
+        """RAW files of the same shot as this JPEG (same folder and stem)."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT DISTINCT raw_path FROM raw_pairs WHERE shown_id=? ORDER BY raw_path", (photo_id,))]
+
+    def paired_raws(self, ids: Sequence[int]) -> set[int]:
+        """Which of these photos are RAWs shown through their JPEG (search shows the JPEG)."""
+        out: set[int] = set()
+        for chunk in _chunks(list(ids), 500):
+            out.update(r[0] for r in self.conn.execute(
+                f"SELECT DISTINCT raw_id FROM raw_pairs WHERE raw_id IN ({_qs(chunk)})", chunk))
+        return out
 
     def filtered_ids(
         self,
@@ -384,9 +414,11 @@ class ItemsMixin:
         """files, photos, ok, skipped, new for one library (or all)."""
         cond, args = ("WHERE f.library_id=?", [root_id]) if root_id is not None else ("", [])
         files = self.conn.execute(f"SELECT COUNT(*) FROM files f {cond}", args).fetchone()[0]
+        # A RAW shown through its JPEG is part of that photo, not a photo waiting to be encoded.
+        paired = "NOT EXISTS (SELECT 1 FROM raw_pairs rp WHERE rp.raw_id=p.id)"
         rows = self.conn.execute(
-            f"SELECT p.status, COUNT(DISTINCT p.id) FROM photos p JOIN files f ON f.photo_id=p.id {cond} "
-            "GROUP BY p.status",
+            f"SELECT p.status, COUNT(DISTINCT p.id) FROM photos p JOIN files f ON f.photo_id=p.id "
+            f"{cond + ' AND' if cond else 'WHERE'} {paired} GROUP BY p.status",
             args,
         ).fetchall()
         by = dict(rows)
@@ -404,6 +436,6 @@ class ItemsMixin:
 
 
 def _photo(r: Sequence) -> Photo:
-    return Photo(*r[:12], bool(r[12]), r[13])
+    return Photo(*r[:12], bool(r[12]), r[13], r[14] or "image", *r[15:18])
 
 

@@ -1,9 +1,10 @@
-"""Vectors: one per (photo, encoder id); switching encoders adds rows, never wipes."""
+"""Vectors: one per (photo, encoder id); switching encoders adds rows, never wipes. A video
+also has one vector per sampled frame (table frames), with the frame's time."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import sqlite_utils
@@ -12,6 +13,10 @@ from desktop.catalog.db import (
     _chunks,
     _qs,
 )
+
+# A RAW shown through its JPEG is not encoded: the JPEG is the same shot, decoded in a
+# fraction of the time. If the JPEG goes, the RAW stands alone and is encoded then.
+_NOT_PAIRED = "NOT EXISTS (SELECT 1 FROM raw_pairs rp WHERE rp.raw_id=p.id)"
 
 
 class VectorsMixin:
@@ -27,7 +32,7 @@ class VectorsMixin:
             "JOIN libraries l ON l.id=f.library_id "
             "WHERE p.gone_at IS NULL AND p.status!='skipped' AND l.online=1 AND p.id>? "
             "AND NOT EXISTS (SELECT 1 FROM vectors v WHERE v.photo_id=p.id AND v.encoder=?) "
-            "GROUP BY p.id ORDER BY p.id LIMIT ?",
+            f"AND {_NOT_PAIRED} GROUP BY p.id ORDER BY p.id LIMIT ?",
             (after_id, encoder, limit),
         ).fetchall()
         return [(r[0], r[1]) for r in rows]
@@ -41,7 +46,7 @@ class VectorsMixin:
             "SELECT COUNT(*) FROM photos p WHERE p.gone_at IS NULL AND p.status!='skipped' "
             "AND NOT EXISTS (SELECT 1 FROM vectors v WHERE v.photo_id=p.id AND v.encoder=?) "
             "AND EXISTS (SELECT 1 FROM files f JOIN libraries l ON l.id=f.library_id "
-            "WHERE f.photo_id=p.id AND l.online=1)",
+            f"WHERE f.photo_id=p.id AND l.online=1) AND {_NOT_PAIRED}",
             (encoder,),
         ).fetchone()[0]
 
@@ -50,19 +55,26 @@ class VectorsMixin:
         encoder: str,
         done: Sequence[tuple[int, np.ndarray, dict[str, object]]],
         skipped: Sequence[tuple[int, str]],
+        frames: Mapping[int, Sequence[tuple[float, np.ndarray]]] | None = None,
     ) -> None:
-        """One transaction per batch: vectors + photo metadata, and skip reasons."""
+        """One transaction per batch: vectors + photo metadata, a video's frame vectors
+        ((at_s, vector) per frame, by photo id), and skip reasons."""
+        frames = frames or {}
         with self.conn:
             for photo_id, vector, meta in done:
                 self.conn.execute(
-                    "UPDATE photos SET status='ok', reason=NULL, width=?, height=?, format=?, taken_at=?, camera=? "
-                    "WHERE id=?",
+                    "UPDATE photos SET status='ok', reason=NULL, width=?, height=?, format=?, taken_at=?, camera=?, "
+                    "kind=?, duration_s=?, latitude=?, longitude=? WHERE id=?",
                     (
                         meta.get("width"),
                         meta.get("height"),
                         meta.get("format"),
                         meta.get("taken_at"),
                         meta.get("camera"),
+                        meta.get("kind") or "image",
+                        meta.get("duration_s"),
+                        meta.get("latitude"),
+                        meta.get("longitude"),
                         photo_id,
                     ),
                 )
@@ -70,6 +82,13 @@ class VectorsMixin:
                     "INSERT OR REPLACE INTO vectors(photo_id, encoder, vector) VALUES (?, ?, ?)",
                     (photo_id, encoder, np.asarray(vector, np.float32).tobytes()),
                 )
+                if photo_id in frames:
+                    self.conn.execute("DELETE FROM frames WHERE photo_id=? AND encoder=?", (photo_id, encoder))
+                    self.conn.executemany(
+                        "INSERT INTO frames(photo_id, encoder, frame_index, at_s, vector) VALUES (?, ?, ?, ?, ?)",
+                        [(photo_id, encoder, i, float(at), np.asarray(v, np.float32).tobytes())
+                         for i, (at, v) in enumerate(frames[photo_id])],
+                    )
             for photo_id, reason in skipped:
                 self.conn.execute(
                     "UPDATE photos SET status='skipped', reason=? WHERE id=?", (reason, photo_id)
@@ -113,3 +132,29 @@ class VectorsMixin:
             out.update((r[0], np.frombuffer(r[1], np.float32)) for r in rows)
         return out
 
+    # --- videos and RAW files (issue 15) ---
+    def frame_vectors(self, encoder: str, since_rowid: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(photo ids, at_s, (n, dim) matrix) of live videos' frames (those written after
+        `since_rowid`), grouped by photo."""
+        rows = self.conn.execute(
+            "SELECT fr.photo_id, fr.at_s, fr.vector FROM frames fr JOIN photos p ON p.id=fr.photo_id "
+            "WHERE fr.encoder=? AND fr.rowid>? AND p.gone_at IS NULL ORDER BY fr.photo_id, fr.frame_index",
+            (encoder, since_rowid),
+        ).fetchall()
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, 0), np.float32)
+        ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+        at = np.fromiter((r[1] for r in rows), np.float32, len(rows))
+        matrix = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(len(rows), -1)
+        return ids, at, matrix
+
+    def frames_version(self, encoder: str) -> int:
+        """The newest frame's rowid: grows with every frame written (a re-encoded video's
+        frames are new rows). One index lookup: it is asked on every search. Purged frames
+        do not change it; their videos are gone from `photos`, so search drops them."""
+        return int(self.conn.execute(
+            "SELECT COALESCE(MAX(rowid), 0) FROM frames WHERE encoder=?", (encoder,)).fetchone()[0])
+
+    def frame_times(self, photo_id: int, encoder: str) -> list[float]:
+        return [r[0] for r in self.conn.execute(
+            "SELECT at_s FROM frames WHERE photo_id=? AND encoder=? ORDER BY frame_index", (photo_id, encoder))]

@@ -122,8 +122,9 @@ class ThumbnailLoader(QObject):
 
 
 
-def load_preview(lib: Library, photo: Photo, size: int = PREVIEW_SIZE) -> QImage:
-    path = lib.thumbnail(photo, size)
+def load_preview(lib: Library, photo: Photo, size: int = PREVIEW_SIZE, at_s: float | None = None) -> QImage:
+    """at_s: a video's picture at that moment (the frame a search matched)."""
+    path = lib.thumbnail(photo, size, at_s=at_s)
     image = QImage(str(path))
     if image.isNull():
         raise LibraryError(f"{photo.path}: preview cannot be read")
