@@ -82,7 +82,7 @@ def main() -> None:
         if "grid_filled_s" not in out and rows and rows >= expected:
             out["grid_filled_s"] = now()
             out["rss_at_grid_mb"] = rss_mb()
-        indexer_state = window.jobs.indexer.state
+        indexer_state = window.jobs.indexing.state
         if "indexer_settled_s" not in out and indexer_state in ("watching", "idle") and out.get("model_loaded_s"):
             out["indexer_settled_s"] = now()
         if "grid_filled_s" in out and "indexer_settled_s" in out and "idle_from" not in state:
@@ -101,7 +101,7 @@ def main() -> None:
                 out["window_shown_s"] = now()
                 out["rss_at_show_mb"] = rss_mb()
                 QTimer.singleShot(0, interactive)  # runs once the event loop serves events
-                obj.jobs.indexer.model_loaded.connect(lambda _id: out.setdefault("model_loaded_s", now()))
+                obj.jobs.indexing.model_loaded.connect(lambda _id: out.setdefault("model_loaded_s", now()))
             return False
 
     def interactive() -> None:

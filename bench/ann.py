@@ -8,10 +8,10 @@ The index is the one `synthetic_library(n)` built with desktop.index and the shi
 parameters (N_TREES, search_k_for, the exact re-rank); queries are 200 held-out vectors
 from the same distribution. For each size:
 
-- **Lumen ANN**: `AnnIndex.search(q, 10)`, one query at a time — Annoy candidates
+- **Lumen ANN**: `AnnoyBackend.search(q, 10)`, one query at a time — Annoy candidates
   re-ranked exactly with the memory-mapped vectors (below EXACT_MAX_ITEMS it searches
   exactly by design, and the table says so).
-- **exact (Lumen)**: `AnnIndex.search(q, 10, exact=True)`: chunked BLAS over the mmap.
+- **exact (Lumen)**: `AnnoyBackend.search(q, 10, exact=True)`: chunked BLAS over the mmap.
 - **exact (numpy)**: `vectors @ q` + argpartition with the vectors in RAM: the best
   case for brute force.
 - recall@10 = |ANN top 10 ∩ exact top 10| / 10, averaged over the queries.
@@ -46,11 +46,11 @@ SPEED_TARGET = 0.25  # ANN time / exact time at 1M
 
 
 def open_index(n: int) -> tuple[Any, np.ndarray]:
-    from desktop.index import AnnIndex
+    from desktop.index import AnnoyBackend
     from desktop.settings import encoder_slug, paths
 
     syn = synthetic_library(n)
-    idx = AnnIndex(paths(syn.home).index_dir / encoder_slug(syn.encoder_id), SYNTH_DIM)
+    idx = AnnoyBackend(paths(syn.home).index_dir / encoder_slug(syn.encoder_id), SYNTH_DIM)
     if not idx.load():
         raise RuntimeError(f"no index in {syn.home}")
     return idx, idx._gen.vectors

@@ -362,12 +362,12 @@ def synthetic_library(n: int, encoder_id: str | None = None, dim: int = SYNTH_DI
     """A Lumen data dir with n photos and their vectors in a real catalog (cached).
 
     Rows go in with bulk SQL on the connection of a real `Catalog` (schema and
-    migrations are Lumen's own); the Annoy index is built by `AnnIndex.build`, the
+    migrations are Lumen's own); the Annoy index is built by `AnnoyBackend.build`, the
     code `Library.build_index` runs, with the shipped parameters (a change to them
     rebuilds the cache). Files do not exist on disk: this is for search and start-up,
     which never touch the photos."""
     from desktop.catalog import Catalog
-    from desktop.index import AnnIndex
+    from desktop.index import AnnoyBackend
     from desktop.settings import encoder_slug, paths
 
     encoder_id = encoder_id or DEFAULT_CLIP
@@ -400,7 +400,7 @@ def synthetic_library(n: int, encoder_id: str | None = None, dim: int = SYNTH_DI
         _say(quiet, f"building the Annoy index of {n:,} vectors ({params['trees']} trees) ...")
         ids = np.arange(1, n + 1, dtype=np.int64)
         vectors = clustered(n, dim)
-        idx = AnnIndex(paths(home).index_dir / encoder_slug(encoder_id), dim)
+        idx = AnnoyBackend(paths(home).index_dir / encoder_slug(encoder_id), dim)
         idx.build(ids, vectors, version=n)  # vectors.rowid == photo id == 1..n
         del vectors
         idx_done.write_text(json.dumps(params))

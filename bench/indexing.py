@@ -13,7 +13,7 @@ For each encoder, in one process and interleaved (ceiling, pipeline, naive, per 
   Annoy build. The model is loaded beforehand (its load time is reported on its own).
 - **naive**: the seed literature's loop: full-size decode + EXIF transpose, preprocess
   and encode one image at a time, no catalog.
-- **decode only**: `images.iter_decoded` over the same files (what the encoder is fed),
+- **decode only**: `media.iter_decoded` over the same files (what the encoder is fed),
   to show when a pipeline is decode-bound rather than encode-bound.
 
 CLIP runs with seeded random weights (``clip:ARCH:random``): speed does not depend on the
@@ -165,7 +165,7 @@ def run_pipeline(enc: Any, spec: str, folder: Path, n: int) -> tuple[float, floa
     stages: dict[str, float] = {}
     try:
         lib = Library(home, encoder=spec, device="cpu")
-        lib._encoder = enc  # the loaded model: its load time is not indexing throughput
+        lib.store._encoder = enc  # the loaded model: its load time is not indexing throughput
         lib.add_root(folder)
         # Exactly what lib.index() runs, stage by stage so the table can say where time goes.
         t0, c0 = time.perf_counter(), time.process_time()
@@ -203,17 +203,17 @@ def run_naive(enc: Any, paths: list[Path]) -> float:
 
 
 def run_decode(paths: list[Path], size: int) -> float:
-    from desktop import images
+    from desktop import media
 
     t = time.perf_counter()
-    for _ in images.iter_decoded([str(p) for p in paths], size=size):
+    for _ in media.iter_decoded([str(p) for p in paths], size=size):
         pass
     return len(paths) / (time.perf_counter() - t)
 
 
 def bench_encoder(spec: str, folder: Path, reps: int, naive_n: int) -> EncoderRun:
-    from desktop import images
-    from desktop.indexer import decode_size
+    from desktop import images, media
+    from desktop.encoders import decode_size
 
     run = EncoderRun(spec)
     enc, run.load_s = make_encoder(spec)
@@ -222,7 +222,7 @@ def bench_encoder(spec: str, folder: Path, reps: int, naive_n: int) -> EncoderRu
     n = len(paths)
     tp = TensorPath(enc)
     size = decode_size(enc)  # what the pipeline decodes to for this encoder
-    decoded = [im for _, im in images.iter_decoded([str(p) for p in paths], size=size)]
+    decoded = [d.image for _, d in media.iter_decoded([str(p) for p in paths], size=size)]
     batches = [tp.prep(decoded[i : i + BATCH]) for i in range(0, n, BATCH)]
     decoded_head = decoded[:2]
     del decoded

@@ -100,7 +100,7 @@ def bench_size(n: int, spec: str, n_queries: int, image: str | None, quick: bool
         out.update(fwd=fwd, e2e=e2e, e2e_ui=e2e_ui, search_only=search_only)
         if image:
             from desktop import images
-            from desktop.indexer import decode_size
+            from desktop.encoders import decode_size
 
             img, dec, enc_ms = [], [], []
             for _ in range(2 if quick else 5):

@@ -72,13 +72,12 @@ def caption_once(home: Path, spec: str) -> dict[str, Any]:
     marker = home / "bench-captions.json"
     if marker.exists():
         return json.loads(marker.read_text())
-    from desktop import captions
     from desktop.library import Library
 
     log.warning("captioning the synthetic library once (cached) ...")
     t = time.perf_counter()
     with Library(home, encoder=spec) as lib:
-        report = captions.caption_pending(lib)
+        report = lib.caption_pending()
     info = {"seconds": time.perf_counter() - t, "captioned": report.captioned, "tagged": report.tagged}
     marker.write_text(json.dumps(info))
     return info

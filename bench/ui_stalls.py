@@ -118,8 +118,8 @@ def run(photos: int, rows: int, scroll_s: float) -> list[tuple[str, dict[str, fl
                 reports.append(report)
                 loop.quit()
 
-        window.jobs.indexer.indexed.connect(indexed)
-        window.jobs.indexer.progressed.connect(lambda p: setattr(beat, "stage", p.stage))
+        window.jobs.indexing.indexed.connect(indexed)
+        window.jobs.indexing.progressed.connect(lambda p: setattr(beat, "stage", p.stage))
         typing = QTimer(interval=1500)
         queries = iter(QUERIES * 100)
         typing.timeout.connect(lambda: window.search_bar.set_text(next(queries)))

@@ -1,7 +1,8 @@
-"""Image -> text, for organizing: a caption and tags for every photo, found by keyword
-(SQLite FTS5) and by meaning, saved searches ("smart albums"), edits, and export.
+"""Image -> text, for organizing: a caption and tags for every photo, and the user's edits.
+Finding photos by those words is desktop/search.py's; export is desktop/export.py's.
 
-Qt-free. Every function takes a `Library`; catalog writes go through its writer thread.
+Qt-free. Every function takes the data dir's `Store`; catalog writes go through its writer
+thread. The Library facade wraps them.
 
 - Captioners are plugins (`lumen.captioners`). A plugin whose `create()` takes an
   `encoder` argument (the `retrieval` one) is given the library's encoder, and one that
@@ -24,14 +25,14 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from desktop import images
-from desktop.catalog import Album, CatalogError, PhotoText
+from desktop import media
+from desktop.catalog import PhotoText
 from desktop.encoders import (
     CAPTIONER_GROUP,
     Captioner,
@@ -43,9 +44,9 @@ from desktop.encoders import (
     split_spec,
     understands_meaning,
 )
-from desktop.library import Filters, Hit, Library, LibraryError, Progress
 from desktop.model_host import RemoteEncoder, end_process
 from desktop.settings import encoder_slug
+from desktop.store import LibraryError, Progress, Store
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,6 @@ RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 VOCABULARY = RESOURCES / "tags.txt"
 DECODE_SIZE = 256
 BATCH = 32
-RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009); damps the top ranks' lead
-MEANING_DEPTH = 200  # meaning hits fused with the word hits (and an album's default)
 CLASSIFIER_TOP_K, CLASSIFIER_MIN_PROB = 3, 0.2  # ImageNet labels are often wrong below this
 
 
@@ -180,16 +179,16 @@ class ClassifierTagger:
         return [[(t, round(s, 4)) for t, s in row if s >= self.min_prob] for row in found]
 
 
-def taggers_for(lib: Library, vocabulary: Vocabulary | str | os.PathLike | None = None) -> list[Any]:
-    encoder = lib.encoder
+def taggers_for(store: Store, vocabulary: Vocabulary | str | os.PathLike | None = None) -> list[Any]:
+    encoder = store.encoder
     out: list[Any] = []
     if encoder.joint and vocabulary is None and not understands_meaning(encoder):
         log.info("%s matches no general concepts: no zero-shot tags from %s", encoder.id, VOCABULARY.name)
     elif encoder.joint:
         if isinstance(vocabulary, Vocabulary):
-            out.append(ZeroShotTagger(encoder, vocabulary, lib.paths.cache))
+            out.append(ZeroShotTagger(encoder, vocabulary, store.paths.cache))
         elif vocabulary is not None or VOCABULARY.exists():
-            out.append(ZeroShotTagger(encoder, load_vocabulary(vocabulary), lib.paths.cache))
+            out.append(ZeroShotTagger(encoder, load_vocabulary(vocabulary), store.paths.cache))
         else:  # an install without the resources folder: say so, keep the other taggers
             log.warning("no tag vocabulary at %s: zero-shot tags are off", VOCABULARY)
     if isinstance(encoder, Tagger):
@@ -198,20 +197,20 @@ def taggers_for(lib: Library, vocabulary: Vocabulary | str | os.PathLike | None 
 
 
 # ---- captioning -------------------------------------------------------------------------
-_captioners: weakref.WeakKeyDictionary[Library, dict[tuple[str, str], Captioner]] = (
+_captioners: weakref.WeakKeyDictionary[Store, dict[tuple[str, str], Captioner]] = (
     weakref.WeakKeyDictionary()
 )
 _captioners_lock = threading.Lock()
 
 
-def make_captioner(lib: Library, spec: str | None = None, **kwargs: Any) -> Captioner:
+def make_captioner(store: Store, spec: str | None = None, **kwargs: Any) -> Captioner:
     """A captioner for this library (cached per spec and encoder: models load once).
     Plugins that take `encoder` / `cache_dir` get the library's."""
-    spec = spec or lib.catalog.get_meta("captioner.spec") or DEFAULT_CAPTIONER
-    encoder = lib.encoder
+    spec = spec or store.read().get_meta("captioner.spec") or DEFAULT_CAPTIONER
+    encoder = store.encoder
     key = (spec + (json.dumps(kwargs, sort_keys=True, default=str) if kwargs else ""), encoder.id)
     with _captioners_lock:
-        cached = _captioners.setdefault(lib, {}).get(key)
+        cached = _captioners.setdefault(store, {}).get(key)
         if cached is not None:
             return cached
         name, model = split_spec(spec)
@@ -220,20 +219,20 @@ def make_captioner(lib: Library, spec: str | None = None, **kwargs: Any) -> Capt
         if "encoder" in params:
             kwargs.setdefault("encoder", encoder)
         if "cache_dir" in params:
-            kwargs.setdefault("cache_dir", lib.paths.cache)
-        captioner = plugin.create(model=model, weights=None, device=lib.device, **kwargs)
-        if lib.model_process and isinstance(captioner, LazyModel) and "encoder" not in kwargs:
+            kwargs.setdefault("cache_dir", store.paths.cache)
+        captioner = plugin.create(model=model, weights=None, device=store.device, **kwargs)
+        if store.model_process and isinstance(captioner, LazyModel) and "encoder" not in kwargs:
             # Like the encoder, a captioner with a model of its own runs in a child process.
-            captioner = RemoteEncoder(captioner, spec, None, lib.device, lib.model_nice, kind="captioner",
-                                      options=kwargs, idle_unload_s=lib.model_idle_s)
-        _captioners[lib][key] = captioner
+            captioner = RemoteEncoder(captioner, spec, None, store.device, store.model_nice, kind="captioner",
+                                      options=kwargs, idle_unload_s=store.model_idle_s)
+        _captioners[store][key] = captioner
         return captioner
 
 
-def forget_captioners(lib: Library) -> None:
+def forget_captioners(store: Store) -> None:
     """Drop this library's cached captioners, ending any model process they run in."""
     with _captioners_lock:
-        for captioner in _captioners.pop(lib, {}).values():
+        for captioner in _captioners.pop(store, {}).values():
             end_process(captioner)
 
 
@@ -258,7 +257,7 @@ class CaptionReport:
 
 
 def caption_pending(
-    lib: Library,
+    store: Store,
     captioner_spec: str | None = None,
     progress: Callable[[Progress], None] | None = None,
     cancel: threading.Event | None = None,
@@ -273,28 +272,28 @@ def caption_pending(
     in batches: resumable, cancellable between batches, one transaction per batch.
     A user's own caption or tags are never touched (they live under source "user")."""
     started = time.monotonic()
-    encoder = lib.encoder
+    encoder = store.encoder
     captioner = None
     if captions:
         try:
-            captioner = make_captioner(lib, captioner_spec)
+            captioner = make_captioner(store, captioner_spec)
         except EncoderError as exc:
             if captioner_spec is not None:
                 raise
             # The default captioner needs a joint encoder; tags (e.g. ImageNet labels) still work.
-            log.warning("no captions with %s: %s; tagging only", lib.encoder.id, exc)
-    taggers = taggers_for(lib, vocabulary) if tags else []
+            log.warning("no captions with %s: %s; tagging only", store.encoder.id, exc)
+    taggers = taggers_for(store, vocabulary) if tags else []
     source = captioner.id if captioner is not None else None
     report = CaptionReport(captioner=source)
     tag_sources = [t.source for t in taggers]
-    total = lib.catalog.count_needing(source, tag_sources, redo, encoder.id)
+    total = store.read().count_needing(source, tag_sources, redo, encoder.id)
     done, after = 0, 0
     while total and not (cancel and cancel.is_set()):
-        todo = lib.catalog.photos_needing(source, tag_sources, batch_size, after, redo, encoder.id)
+        todo = store.read().photos_needing(source, tag_sources, batch_size, after, redo, encoder.id)
         if not todo:
             break
         after = todo[-1].photo_id
-        vectors = lib.catalog.vectors_for([p.photo_id for p in todo], encoder.id)
+        vectors = store.read().vectors_for([p.photo_id for p in todo], encoder.id)
         by_vector = captioner is not None and _from_vectors(captioner, encoder)
         want_images = [
             p
@@ -303,9 +302,9 @@ def caption_pending(
             or any(need and t.needs_images for t, need in zip(taggers, p.need_tags, strict=True))
         ]
         decoded = (
-            dict(images.iter_decoded([p.path for p in want_images], size=DECODE_SIZE)) if want_images else {}
+            dict(media.iter_decoded([p.path for p in want_images], size=DECODE_SIZE)) if want_images else {}
         )
-        ok = [p for p in todo if not isinstance(decoded.get(p.path), images.ImageError)]
+        ok = [p for p in todo if not isinstance(decoded.get(p.path), media.MediaError)]
         report.skipped += len(todo) - len(ok)
         caps: list[tuple[int, str, float | None]] = []
         rows = [p for p in ok if p.need_caption]
@@ -313,7 +312,7 @@ def caption_pending(
             if by_vector:
                 out = captioner.caption_vectors(np.stack([vectors[p.photo_id] for p in rows]))  # type: ignore[attr-defined]
             else:
-                out = _caption_images(captioner, [decoded[p.path] for p in rows])
+                out = _caption_images(captioner, [decoded[p.path].image for p in rows])
             caps = [(p.photo_id, text, score) for p, (text, score) in zip(rows, out, strict=True)]
         tag_rows: dict[str, list[tuple[int, list[tuple[str, float]]]]] = {}
         for i, tagger in enumerate(taggers):
@@ -321,10 +320,10 @@ def caption_pending(
             if rows:
                 found = tagger.tag(
                     np.stack([vectors[p.photo_id] for p in rows]),
-                    [decoded[p.path] for p in rows] if tagger.needs_images else [],
+                    [decoded[p.path].image for p in rows] if tagger.needs_images else [],
                 )
                 tag_rows[tagger.source] = [(p.photo_id, f) for p, f in zip(rows, found, strict=True)]
-        lib._write(lambda c, s=source, a=caps, t=tag_rows: c.save_machine_output(s, a, t))
+        store.write(lambda c, s=source, a=caps, t=tag_rows: c.save_machine_output(s, a, t))
         report.captioned += len(caps)
         report.tagged += len({pid for per_photo in tag_rows.values() for pid, _ in per_photo})
         done += len(todo)
@@ -337,230 +336,51 @@ def caption_pending(
     return report
 
 
-def caption_photo(lib: Library, photo_id: int, spec: str | None = None) -> str:
+def caption_photo(store: Store, photo_id: int, spec: str | None = None) -> str:
     """Caption one photo now (the detail panel's "Describe") and store it under the
     captioner's source; returns the text."""
-    captioner = make_captioner(lib, spec)
-    vector = lib.catalog.vector_of(photo_id, lib.encoder.id)
-    if vector is not None and _from_vectors(captioner, lib.encoder):
+    captioner = make_captioner(store, spec)
+    vector = store.read().vector_of(photo_id, store.encoder.id)
+    if vector is not None and _from_vectors(captioner, store.encoder):
         text, score = captioner.caption_vectors(vector[None, :])[0]  # type: ignore[attr-defined]
     else:
-        photo = lib.catalog.photos([photo_id]).get(photo_id)
+        photo = store.read().photos([photo_id]).get(photo_id)
         if photo is None:
             raise LibraryError(f"photo {photo_id} is not in the library")
         try:
-            image = images.load_for_encoding(photo.path, DECODE_SIZE)
-        except images.ImageError as exc:
+            image = media.load_for_encoding(photo.path, DECODE_SIZE)
+        except media.MediaError as exc:
             raise LibraryError(str(exc)) from exc
         text, score = _caption_images(captioner, [image])[0]
-    lib._write(lambda c: c.set_caption(photo_id, captioner.id, text, score))
+    store.write(lambda c: c.set_caption(photo_id, captioner.id, text, score))
     return text
 
 
 # ---- editing ----------------------------------------------------------------------------
-def set_caption(lib: Library, photo_id: int, text: str | None) -> None:
+def set_caption(store: Store, photo_id: int, text: str | None) -> None:
     """The user's caption ("" or None: back to the machines')."""
-    lib._write(lambda c: c.set_user_caption(photo_id, text))
+    store.write(lambda c: c.set_user_caption(photo_id, text))
 
 
-def set_tags(lib: Library, photo_id: int, tags: Sequence[str] | None) -> None:
+def set_tags(store: Store, photo_id: int, tags: Sequence[str] | None) -> None:
     """The user's tag set, replacing the machines' (None: back to the machines')."""
-    lib._write(lambda c: c.set_user_tags(photo_id, tags))
+    store.write(lambda c: c.set_user_tags(photo_id, tags))
 
 
-def edit_tags(lib: Library, photo_id: int, add: Iterable[str] = (), remove: Iterable[str] = ()) -> list[str]:
+def edit_tags(store: Store, photo_id: int, add: Iterable[str] = (), remove: Iterable[str] = ()) -> list[str]:
     """Add/remove tags starting from what the user sees now; returns the new set."""
     drop = {t.casefold() for t in remove}
-    new = {t.casefold(): t for t in lib.catalog.effective_tags(photo_id) if t.casefold() not in drop}
+    new = {t.casefold(): t for t in store.read().effective_tags(photo_id) if t.casefold() not in drop}
     for tag in add:
         new.setdefault(tag.casefold(), tag)
-    set_tags(lib, photo_id, list(new.values()))
+    set_tags(store, photo_id, list(new.values()))
     return list(new.values())
 
 
-def photo_text(lib: Library, photo_id: int) -> PhotoText | None:
-    return next(iter(lib.catalog.photo_texts([photo_id])), None)
+def photo_text(store: Store, photo_id: int) -> PhotoText | None:
+    return next(iter(store.read().photo_texts([photo_id])), None)
 
 
 def parse_tags(text: str) -> list[str]:
     """ "beach, sunset; dog" -> ["beach", "sunset", "dog"] (commas or semicolons)."""
     return [t.strip() for t in re.split(r"[,;\n]", text) if t.strip()]
-
-
-# ---- finding: words, meaning, both -------------------------------------------------------
-@dataclass(frozen=True)
-class Found(Hit):
-    """A search hit with why it was found: the words matched, and/or its similarity."""
-
-    words: bool = False
-    similarity: float | None = None
-    snippet: str | None = None
-
-
-_TOKEN = re.compile(r'(-?)(?:(caption|tags?):)?("[^"]*"|\S+)')
-
-
-def words_query(text: str) -> str:
-    """User words -> an FTS5 expression. Every word must match (stemmed: "dogs" finds
-    "dog"); "a phrase" in quotes, word* for a prefix, -word to exclude, OR between
-    alternatives, tag:word / caption:word for one field. Search weights ("2:") and a
-    lone "+" or "-" (the meaning-search syntax) are ignored."""
-    pos, neg = [], []
-    for m in _TOKEN.finditer(text):
-        minus, column, body = m.groups()
-        if body == "OR" and not minus and pos:
-            pos.append("OR")
-            continue
-        body = re.sub(r"^\d+(\.\d+)?:", "", body)
-        prefix = body.endswith("*") and not body.startswith('"')
-        words = body.strip('"').rstrip("*").replace('"', " ").strip()
-        if not words or words in "+-":
-            continue
-        term = f'"{words}"' + ("*" if prefix else "")
-        if column:
-            term = f"{'tags' if column.startswith('tag') else 'caption'} : {term}"
-        (neg if minus else pos).append(term)
-    while pos and pos[-1] == "OR":
-        pos.pop()
-    if not pos:
-        raise LibraryError("give at least one word to look for (excluding words alone finds nothing)")
-    return " ".join(pos) + "".join(f" NOT {t}" for t in neg)
-
-
-def meaning_text(text: str) -> str:
-    """The same query for the encoder: word-search syntax removed."""
-    text = re.sub(r"\b(caption|tags?):", "", text).replace('"', "").replace("*", "")
-    return " ".join(w for w in text.split() if w != "OR")
-
-
-def _allowed(lib: Library, filters: Filters | None) -> np.ndarray | None:
-    return lib.allowed_ids(filters)
-
-
-def find_words(lib: Library, text: str, k: int = 1000, filters: Filters | None = None) -> list[Found]:
-    """Photos whose shown caption or tags contain the words, best (bm25) first."""
-    allowed = _allowed(lib, filters)
-    try:
-        matches = lib.catalog.find_words(words_query(text), k, None if allowed is None else allowed.tolist())
-    except CatalogError as exc:
-        raise LibraryError(str(exc)) from exc
-    rows = lib.catalog.photos([m.photo_id for m in matches])
-    n = len(matches)
-    # Score = 1 - rank share, so the best word match scores 1 (bm25 values have no fixed scale).
-    return [
-        Found(rows[m.photo_id], 1.0 - i / max(n, 1), words=True, snippet=m.snippet)
-        for i, m in enumerate(matches)
-        if m.photo_id in rows
-    ]
-
-
-def _meaning(lib: Library, text: str, depth: int, filters: Filters | None) -> list[Hit]:
-    query = meaning_text(text)
-    if not query:
-        return []
-    try:
-        return lib.search(query, k=depth, filters=filters)
-    except (LibraryError, EncoderError) as exc:  # e.g. an encoder with no text tower
-        log.info("meaning side of %r unavailable, words only: %s", text, exc)
-        return []
-
-
-def fuse(word_hits: Sequence[Found], meaning_hits: Sequence[Hit], k: int | None = None) -> list[Found]:
-    """Reciprocal rank fusion: score = sum over the two lists of 1 / (RRF_K + rank)."""
-    score: dict[int, float] = {}
-    photo: dict[int, Any] = {}
-    words: dict[int, Found] = {}
-    similarity: dict[int, float] = {}
-    for rank, h in enumerate(word_hits, 1):
-        score[h.photo_id] = score.get(h.photo_id, 0.0) + 1.0 / (RRF_K + rank)
-        photo[h.photo_id], words[h.photo_id] = h.photo, h
-    for rank, h in enumerate(meaning_hits, 1):
-        score[h.photo_id] = score.get(h.photo_id, 0.0) + 1.0 / (RRF_K + rank)
-        photo[h.photo_id], similarity[h.photo_id] = h.photo, h.score
-    order = sorted(score, key=lambda pid: (-score[pid], -similarity.get(pid, -2.0)))[:k]
-    return [
-        Found(
-            photo[pid],
-            score[pid],
-            pid in words,
-            similarity.get(pid),
-            words[pid].snippet if pid in words else None,
-        )
-        for pid in order
-    ]
-
-
-def search_mixed(
-    lib: Library, text: str, k: int = 50, filters: Filters | None = None, mode: str = "both"
-) -> list[Found]:
-    """A query matched by words, by meaning, or both (mode), ranked by rank fusion."""
-    if mode not in ("words", "meaning", "both"):
-        raise LibraryError(f"unknown mode {mode!r}: words, meaning or both")
-    word_hits = find_words(lib, text, max(k, MEANING_DEPTH), filters) if mode != "meaning" else []
-    meaning_hits = _meaning(lib, text, max(k, MEANING_DEPTH), filters) if mode != "words" else []
-    if mode == "meaning":
-        return [Found(h.photo, h.score, similarity=h.score) for h in meaning_hits[:k]]
-    return fuse(word_hits, meaning_hits, k)
-
-
-# ---- tags browser and smart albums -------------------------------------------------------
-def tag_counts(lib: Library, contains: str | None = None, limit: int | None = None) -> list[tuple[str, int]]:
-    return lib.catalog.tag_counts(contains, limit)
-
-
-def photos_with_tag(lib: Library, tag: str) -> list[Hit]:
-    ids = lib.catalog.photos_with_tag(tag)
-    rows = lib.catalog.photos(ids)
-    return [Hit(rows[i], 1.0) for i in ids if i in rows]
-
-
-def save_album(
-    lib: Library,
-    name: str,
-    query: str,
-    mode: str = "both",
-    filters: Filters | None = None,
-    max_photos: int | None = None,
-    min_score: float | None = None,
-) -> Album:
-    name = " ".join(name.split())
-    if not name or not query.strip():
-        raise LibraryError("a smart album needs a name and a query")
-    if mode not in ("words", "meaning", "both"):
-        raise LibraryError(f"unknown mode {mode!r}: words, meaning or both")
-    if mode != "meaning":
-        words_query(query)  # fail now, not every time the album is opened
-    kept = {k: v for k, v in asdict(filters).items() if v} if filters else {}
-    album = Album(name, query.strip(), mode, kept, max_photos, min_score)
-    lib._write(lambda c: c.save_album(album))
-    return album
-
-
-def albums(lib: Library) -> list[Album]:
-    return lib.catalog.albums()
-
-
-def delete_album(lib: Library, name: str) -> bool:
-    return lib._write(lambda c: c.delete_album(name))
-
-
-def album_photos(lib: Library, album: Album | str) -> list[Found]:
-    """The album's photos now: every word match, plus the best meaning matches (at most
-    max_photos, at least min_score similar), ranked like search_mixed. Evaluated when
-    asked, so photos indexed or captioned since appear without any bookkeeping."""
-    if isinstance(album, str):
-        found = lib.catalog.album(album)
-        if found is None:
-            raise LibraryError(f"no smart album named {album!r}")
-        album = found
-    f = album.filters
-    filters = Filters(
-        f.get("root"), f.get("folder"), f.get("date_from"), f.get("date_to"), tuple(f.get("exts") or ())
-    )
-    word_hits = find_words(lib, album.query, 100_000, filters) if album.mode != "meaning" else []
-    meaning_hits: list[Hit] = []
-    if album.mode != "words":
-        meaning_hits = _meaning(lib, album.query, album.max_photos or MEANING_DEPTH, filters)
-        if album.min_score is not None:
-            meaning_hits = [h for h in meaning_hits if h.score >= album.min_score]
-    return fuse(word_hits, meaning_hits)

@@ -1,7 +1,7 @@
 """`lumen caption | tags | find-words | album | export`: the organizing commands.
 
 Registered through desktop.cli's plugin-command hook; all the work is in
-desktop/captions.py and desktop/export.py, exactly what the window calls.
+the Library facade and desktop/export.py, exactly what the window calls.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from desktop import captions, export
-from desktop.library import Filters, Library, LibraryError
+from desktop import export
+from desktop.library import DEFAULT_CAPTIONER, Filters, Found, Library, LibraryError, parse_tags
 
 COMMANDS = ("caption", "tags", "find-words", "album", "export")
 
@@ -42,7 +42,7 @@ def _filter_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--type", dest="exts", action="append", default=[], help="file type (repeatable)")
 
 
-def _print_found(hits: list[captions.Found], as_json: bool) -> None:
+def _print_found(hits: list[Found], as_json: bool) -> None:
     if as_json:
         rows = [
             {
@@ -71,13 +71,12 @@ def _print_found(hits: list[captions.Found], as_json: bool) -> None:
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
-    from desktop.cli import ProgressLine
+    from desktop.console import ProgressLine
 
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     with _open(args, write=True) as lib:
-        report = captions.caption_pending(
-            lib,
+        report = lib.caption_pending(
             args.captioner,
             ProgressLine(),
             stop,
@@ -101,7 +100,7 @@ def cmd_tags(args: argparse.Namespace) -> int:
             print("editing needs a photo: lumen tags PATH --add TAG", file=sys.stderr)
             return 2
         with _open(args, write=False) as lib:
-            counts = captions.tag_counts(lib, args.contains, args.limit)
+            counts = lib.tag_counts(args.contains, args.limit)
         if args.json:
             print(json.dumps([{"tag": t, "photos": n} for t, n in counts], indent=1, ensure_ascii=False))
         for tag, n in [] if args.json else counts:
@@ -112,15 +111,15 @@ def cmd_tags(args: argparse.Namespace) -> int:
         if photo is None:
             raise LibraryError(f"{args.path}: not in the library (run lumen index)")
         if args.reset:
-            captions.set_caption(lib, photo.id, None)
-            captions.set_tags(lib, photo.id, None)
+            lib.set_caption(photo.id, None)
+            lib.set_tags(photo.id, None)
         if args.caption is not None:
-            captions.set_caption(lib, photo.id, args.caption)
+            lib.set_caption(photo.id, args.caption)
         if args.set is not None:
-            captions.set_tags(lib, photo.id, captions.parse_tags(args.set))
+            lib.set_tags(photo.id, parse_tags(args.set))
         if args.add or args.remove:
-            captions.edit_tags(lib, photo.id, args.add, args.remove)
-        text = captions.photo_text(lib, photo.id)
+            lib.edit_tags(photo.id, args.add, args.remove)
+        text = lib.photo_text(photo.id)
         all_captions = lib.catalog.captions(photo.id)
     assert text is not None
     if args.json:
@@ -139,7 +138,7 @@ def cmd_tags(args: argparse.Namespace) -> int:
 
 def cmd_find_words(args: argparse.Namespace) -> int:
     with _open(args, write=False) as lib:
-        hits = captions.search_mixed(lib, args.words, k=args.k, filters=_filters(args), mode=args.mode)
+        hits = lib.find(args.words, k=args.k, filters=_filters(args), mode=args.mode)
     _print_found(hits, args.json)
     return 0 if hits else 1
 
@@ -148,20 +147,20 @@ def cmd_album(args: argparse.Namespace) -> int:
     write = args.action in ("save", "delete")
     with _open(args, write=write) as lib:
         if args.action == "list":
-            for a in captions.albums(lib):
+            for a in lib.albums():
                 print(f"{a.name}: {a.query!r} ({a.mode}{', ' + json.dumps(a.filters) if a.filters else ''})")
         elif args.action == "save":
             if not args.name or not args.query:
                 print("lumen album save NAME QUERY", file=sys.stderr)
                 return 2
-            a = captions.save_album(
-                lib, args.name, args.query, args.mode, _filters(args), args.max, args.min_score
+            a = lib.save_album(
+                args.name, args.query, args.mode, _filters(args), args.max, args.min_score
             )
-            print(f"saved smart album {a.name!r}: {len(captions.album_photos(lib, a))} photos now")
+            print(f"saved smart album {a.name!r}: {len(lib.album_photos(a))} photos now")
         elif args.action == "show":
-            _print_found(captions.album_photos(lib, args.name or ""), args.json)
+            _print_found(lib.album_photos(args.name or ""), args.json)
         elif args.action == "delete":
-            if not captions.delete_album(lib, args.name or ""):
+            if not lib.delete_album(args.name or ""):
                 print(f"no smart album named {args.name!r}", file=sys.stderr)
                 return 1
     return 0
@@ -190,7 +189,7 @@ def register_cli(
     p = sub.add_parser("caption", help="caption and tag every indexed photo that has none yet")
     p.add_argument(
         "--captioner",
-        help=f"captioner spec (default: {captions.DEFAULT_CAPTIONER}, "
+        help=f"captioner spec (default: {DEFAULT_CAPTIONER}, "
         "the best match in a caption bank; retrieval:BANK.txt, coca, ...)",
     )
     p.add_argument("--redo", action="store_true", help="caption all photos again (your own edits stay)")

@@ -13,13 +13,13 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from datetime import datetime
 
-from desktop import __version__
+from desktop import __version__, media
+from desktop.console import ProgressLine
 from desktop.encoders import CAPTIONER_GROUP, ENCODER_GROUP, EncoderError, installed
-from desktop.library import Filters, Hit, Library, LibraryError, Progress
+from desktop.library import Filters, Hit, Library, LibraryError
 
 log = logging.getLogger("lumen")
 
@@ -124,41 +124,6 @@ def _open(args: argparse.Namespace, **kwargs: object) -> Library:
     return Library.open(args.home, encoder=args.encoder, weights=args.weights, device=args.device, **kwargs)
 
 
-class ProgressLine:
-    """One self-rewriting stderr line: stage, count, images/s, ETA."""
-
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled and sys.stderr.isatty()
-        self.last = 0.0
-        self.stage = ""
-
-    def __call__(self, p: Progress) -> None:
-        now = time.monotonic()
-        final = p.total and p.done >= p.total
-        if not final and now - self.last < 0.2 and p.stage == self.stage:
-            return
-        self.last, self.stage = now, p.stage
-        if p.total:
-            eta = f" ETA {_dur(p.eta_s)}" if p.eta_s is not None and not final else ""
-            line = f"{p.stage:7s} {p.done}/{p.total} {p.rate:6.1f}/s{eta}"
-        else:
-            line = f"{p.stage:7s} {p.message}"
-        if self.enabled:
-            sys.stderr.write("\r\033[K" + line + ("\n" if final else ""))
-            sys.stderr.flush()
-        elif final or p.stage in ("scan", "index"):
-            log.info("%s", line)
-
-
-def _dur(seconds: float) -> str:
-    seconds = int(seconds)
-    return (
-        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-        if seconds >= 3600
-        else f"{seconds // 60}m{seconds % 60:02d}s"
-    )
-
-
 def cmd_add(args: argparse.Namespace) -> int:
     with _open(args) as lib:
         for folder in args.folders:
@@ -214,10 +179,9 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def _caption_new(lib: Library, progress: ProgressLine, stop: threading.Event) -> None:
     """Captions and tags for new photos; a captioner that cannot run does not fail indexing."""
-    from desktop import captions
 
     try:
-        done = captions.caption_pending(lib, None, progress=progress, cancel=stop)
+        done = lib.caption_pending(None, progress=progress, cancel=stop)
     except (LibraryError, EncoderError) as exc:
         print(f"captioning skipped: {exc}", file=sys.stderr)
         return
@@ -239,6 +203,10 @@ def _print_hits(hits: Sequence[Hit], as_json: bool) -> None:
                         "id": h.photo_id,
                         "taken_at": h.photo.taken_at,
                         "online": h.photo.online,
+                        "kind": h.photo.kind,
+                        # a video: the moment that matched, seconds from its start
+                        **({"at_s": round(h.at_s, 3), "duration_s": h.photo.duration_s}
+                           if h.at_s is not None else {}),
                     }
                     for h in hits
                 ],
@@ -247,7 +215,8 @@ def _print_hits(hits: Sequence[Hit], as_json: bool) -> None:
         )
         return
     for h in hits:
-        print(f"{h.score:.3f}  {h.path}")
+        at = f"  @ {media.clock(h.at_s)}" if h.at_s is not None else ""
+        print(f"{h.score:.3f}  {h.path}{at}")
 
 
 def cmd_search(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 ENCODER_GROUP = "lumen.encoders"
 AUTO = "auto"  # the encoder spec that means "the best one this machine has" (choose_default_encoder)
+DECODE_SIZE = 256  # encoders look at ~224 px; JPEGs are draft-decoded to about this
 CAPTIONER_GROUP = "lumen.captioners"
 
 
@@ -278,3 +279,14 @@ def understands_meaning(encoder: Any) -> bool:
 
 
 ProgressFn = Callable[[int, int], None]
+
+
+def decode_size(encoder: Any) -> int:
+    """The short side photos are decoded to for `encoder`: its own input resize when it says
+    (then its preprocessing skips a second resize), else DECODE_SIZE."""
+    try:
+        size = getattr(encoder, "decode_size", None)
+    except Exception:  # a plugin's property must not stop indexing; the default is always fine
+        log.debug("decode_size of %r failed", encoder, exc_info=True)
+        size = None
+    return size if isinstance(size, int) and size > 0 else DECODE_SIZE

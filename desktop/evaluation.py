@@ -11,7 +11,7 @@ and the set of relevant ids per query:
   missed (AP@k), which is exact when rankings are complete.
 
 The runners index real files into a throwaway Library and search through the same code
-the app uses (Library.search_vectors: Annoy + exact re-rank; AnnIndex for captions), so
+the app uses (Library.search_vectors: Annoy + exact re-rank; AnnoyBackend for captions), so
 the numbers describe what a user gets, and ANN loss is measured, not assumed.
 """
 
@@ -312,7 +312,7 @@ def run_eval(images_dir: str | os.PathLike, captions_tsv: str | os.PathLike, spl
     """Index the split's images into a throwaway library and run every caption as a text
     query (text->image) and every image against all captions (image->text), exact and
     through the ANN path, with `depth`-deep rankings (default: everything)."""
-    from desktop.index import AnnIndex
+    from desktop.index import AnnoyBackend
     from desktop.library import Library
 
     data = load_captions(captions_tsv, split, images_dir)
@@ -353,7 +353,7 @@ def run_eval(images_dir: str | os.PathLike, captions_tsv: str | os.PathLike, spl
             k_txt = depth or len(data.captions)
             t2i_rel = [[int(i)] for i in data.caption_image]
             i2t_rel = [data.captions_of(i) for i in range(len(data.images))]
-            cap_index = AnnIndex(tmp_path / "caption-index", enc.dim)
+            cap_index = AnnoyBackend(tmp_path / "caption-index", enc.dim)
             cap_index.build(np.arange(len(data.captions)), txt_vecs, version=1)
             t2i: dict[str, RetrievalMetrics] = {}
             i2t: dict[str, RetrievalMetrics] = {}

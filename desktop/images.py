@@ -17,9 +17,6 @@ import re
 import stat
 import sys
 import threading
-from collections import deque
-from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -106,18 +103,23 @@ def is_image_path(path: str | os.PathLike[str]) -> bool:
 
 
 def is_image_name(name: str) -> bool:
-    """is_image_path for a bare file name (str): the scanner's per-file test, kept cheap
-    because a re-scan runs it for every file of every library."""
+    """is_image_path for a bare file name (str)."""
+    return has_extension(name, IMAGE_EXTENSIONS)
+
+
+def has_extension(name: str, extensions: frozenset[str]) -> bool:
+    """Whether a bare file name ends in one of `extensions`, not counting hidden names'
+    leading dots; kept cheap because a re-scan runs it for every file of every library."""
     # "._IMG_1234.jpg" are macOS resource forks on external disks, not photos.
     dot = name.rfind(".")
     # Same answer as os.path.splitext: leading dots do not start an extension (".jpg", "..jpg").
-    return (dot > 0 and name[dot:].lower() in IMAGE_EXTENSIONS and not name.startswith("._")
+    return (dot > 0 and name[dot:].lower() in extensions and not name.startswith("._")
             and (name[0] != "." or bool(name[:dot].lstrip("."))))
 
 
 def read_meta(path: str | os.PathLike[str]) -> ImageMeta:
     """Size, format and EXIF from the header only (no pixel decode)."""
-    p = _checked(path)
+    p = checked_path(path)
     try:
         with Image.open(p) as im:
             return _meta(p, im)[0]
@@ -135,6 +137,11 @@ def open_image(path: str | os.PathLike[str], max_side: int | None = None) -> tup
 def load_for_encoding(path: str | os.PathLike[str], size: int = 256) -> Image.Image:
     """Small RGB image whose *short* side is >= size (encoders resize + centre-crop that)."""
     return _decode(path, min_short=size)[0]
+
+
+def decode_for_encoding(path: str | os.PathLike[str], size: int = 256) -> tuple[Image.Image, ImageMeta]:
+    """load_for_encoding plus the header facts, from the same open of the file."""
+    return _decode(path, min_short=size)
 
 
 def make_thumbnail(path: str | os.PathLike[str], size: int) -> Image.Image:
@@ -157,49 +164,6 @@ def content_hash(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def iter_decoded(
-    paths: Iterable[str], size: int = 256, workers: int = 2, lookahead: int = 32, with_meta: bool = False,
-    nice: int = 0,
-) -> Iterator[tuple[str, Any]]:
-    """Decode ahead of the consumer on a few threads; yield (path, image or error) in input order.
-
-    Pillow releases the GIL while decoding, so this overlaps with encoding. At most
-    `lookahead` results exist at once, which bounds memory on a 100k-photo library.
-    Only ImageError is turned into a value; anything else is a bug and propagates.
-    `paths` is consumed lazily (a generator that pages through the catalog works).
-    with_meta=True yields (path, (image, ImageMeta) or error): the header facts come
-    from the same open as the pixels, so the caller never opens the file a second time.
-    nice > 0 lowers the decode threads' priority (Linux only) so a CPU-bound consumer, e.g.
-    torch's intra-op threads, is not preempted by decoders mid parallel region.
-    """
-
-    def work(p: str) -> Any:
-        try:
-            return _decode(p, min_short=size) if with_meta else load_for_encoding(p, size)
-        except ImageError as e:
-            return e
-
-    if workers < 1:  # handy when debugging: decode in the caller's thread
-        for p in paths:
-            yield p, work(p)
-        return
-    pending: deque[tuple[str, Future[Any]]] = deque()
-    pool = ThreadPoolExecutor(
-        max_workers=workers, thread_name_prefix="lumen-decode", initializer=lower_thread_priority, initargs=(nice, True)
-    )
-    try:
-        for p in paths:
-            pending.append((p, pool.submit(work, p)))
-            if len(pending) >= max(1, lookahead):
-                q, fut = pending.popleft()
-                yield q, fut.result()
-        while pending:
-            q, fut = pending.popleft()
-            yield q, fut.result()
-    finally:  # also runs when the consumer stops early (generator closed)
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
 # --- internals ---------------------------------------------------------------------------
 
 
@@ -218,7 +182,8 @@ def lower_thread_priority(nice: int, relative: bool = False) -> None:
         log.debug("cannot lower a thread's priority", exc_info=True)
 
 
-def _checked(path: str | os.PathLike[str]) -> str:
+def checked_path(path: str | os.PathLike[str]) -> str:
+    """The path as str if it is a non-empty regular file, else ImageError with the reason."""
     p = os.fsdecode(path)
     try:
         st = os.stat(p)
@@ -236,7 +201,7 @@ def _checked(path: str | os.PathLike[str]) -> str:
 def _decode(
     path: str | os.PathLike[str], max_side: int | None = None, min_short: int | None = None
 ) -> tuple[Image.Image, ImageMeta]:
-    p = _checked(path)
+    p = checked_path(path)
     try:
         with Image.open(p) as im:
             meta, turn = _meta(p, im)

@@ -1,4 +1,5 @@
-"""Approximate nearest-neighbour index, one per encoder (Qt-free, no torch).
+"""Nearest-neighbour indexes, one per encoder (Qt-free, no torch): the `IndexBackend`
+interface the search code uses, and Annoy's implementation of it (`AnnoyBackend`).
 
 Vectors are L2-normalised float32, so cosine similarity is a dot product. The catalog is
 the source of truth; this module only keeps a derived, rebuildable copy on disk:
@@ -27,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol, runtime_checkable
 
 import numpy as np
 from annoy import AnnoyIndex
@@ -176,8 +177,69 @@ def _errno_for_short_writes(path: Path) -> Iterator[None]:
         raise
 
 
-class AnnIndex:
-    """The ANN index of one encoder's vectors in `directory` (created if missing)."""
+@runtime_checkable
+class IndexBackend(Protocol):
+    """What search needs from an index of one encoder's vectors. The catalog stays the
+    source of truth: versions are the catalog's vector rowids, so a backend always knows
+    which rows it has seen, and a lost or stale index is rebuilt, never repaired.
+
+    Another backend (a vector server, say) is one new module implementing this; the store
+    picks it (desktop/store.py, `Store.index`)."""
+
+    dim: int
+
+    @property
+    def built_version(self) -> int | None:
+        """The catalog vector rowid the last completed build covers (None: never built)."""
+        ...
+
+    @property
+    def version(self) -> int:
+        """The newest catalog rowid searched: the build's, or a later add's."""
+        ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def built_at(self) -> float | None: ...
+
+    def load(self) -> bool:
+        """(Re)attach to the current build, e.g. one another process made; False if none."""
+        ...
+
+    def build(self, ids: np.ndarray, vectors: np.ndarray, version: int, *,
+              on_progress: Callable[[int, int], None] | None = None,
+              cancel: threading.Event | None = None) -> bool:
+        """Build from the whole set and swap it in atomically (readers see old or new);
+        False when cancelled (the old build stays current)."""
+        ...
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray, version: int) -> None:
+        """Vectors stored since the build (an id already present is replaced), searched
+        from now on; `version` is the newest catalog rowid among them."""
+        ...
+
+    def remove(self, ids: np.ndarray) -> None:
+        """Never return these ids again (until a build includes them once more)."""
+        ...
+
+    def search(self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None,
+               exact: bool = False) -> Hits:
+        """Top-k (id, cosine) per query, best first; only `allowed` ids when given."""
+        ...
+
+    def sweep(self) -> None:
+        """Tidy what a killed build left behind (the building process only)."""
+        ...
+
+
+class AnnoyBackend:
+    """The Annoy index of one encoder's vectors in `directory` (created if missing).
+
+    Annoy's trees are immutable, so `add` and `remove` keep a small delta in memory that is
+    searched exactly next to the trees, until the next build covers it (the indexer
+    rebuilds when the delta passes a few percent of the index)."""
 
     def __init__(self, directory: Path, dim: int) -> None:
         self.directory = Path(directory)
@@ -185,11 +247,28 @@ class AnnIndex:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._gen: _Generation | None = None
         self._build_lock = threading.Lock()
+        self._delta_lock = threading.Lock()
+        self._reset_delta()
+
+    def _reset_delta(self) -> None:
+        self._delta: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32))
+        self._removed = np.zeros(0, np.int64)
+        self._delta_version = 0
+
+    def _use(self, gen: _Generation) -> None:
+        with self._delta_lock:
+            if self._gen is None or gen.name != self._gen.name:
+                self._gen = gen
+                self._reset_delta()  # the new build covers the catalog up to its version
 
     # ---- state ---------------------------------------------------------------------------
     @property
     def built_version(self) -> int | None:
         return gen.version if (gen := self._gen) else None
+
+    @property
+    def version(self) -> int:
+        return max(self.built_version or 0, self._delta_version)
 
     @property
     def size(self) -> int:
@@ -216,7 +295,7 @@ class AnnIndex:
             if self._gen is not None and self._gen.name == manifest["generation"]:
                 return True
             try:
-                self._gen = _Generation.open(self.directory, manifest, self.dim)
+                self._use(_Generation.open(self.directory, manifest, self.dim))
                 return True
             except (OSError, ValueError, KeyError) as exc:
                 log.warning("index %s: cannot open %s (try %d): %s", self.directory,
@@ -263,7 +342,7 @@ class AnnIndex:
             except BaseException:
                 self._remove([*files, *self.directory.glob(f"{MANIFEST}.*.tmp")])
                 raise
-            self._gen = gen
+            self._use(gen)
             _fsync_dir(self.directory)
             log.info("index %s: %d vectors, %d trees in %.1fs", self.directory.name, n, trees,
                      time.monotonic() - started)
@@ -319,14 +398,43 @@ class AnnIndex:
             except OSError as exc:  # Windows: still mapped by a reader; the next sweep retries
                 log.debug("index: cannot remove %s yet: %s", p, exc)
 
+    # ---- changes since the build ---------------------------------------------------------
+    def add(self, ids: np.ndarray, vectors: np.ndarray, version: int) -> None:
+        ids = _ids_array(ids)
+        vectors = np.asarray(vectors, np.float32).reshape(len(ids), self.dim)
+        with self._delta_lock:
+            if version <= self._delta_version:
+                return  # another searching thread added these already
+            old_ids, old_vecs = self._delta
+            keep = ~np.isin(old_ids, ids)  # a newer vector of the same photo replaces the old
+            self._delta = (np.concatenate([old_ids[keep], ids]), np.concatenate([old_vecs[keep], vectors]))
+            self._removed = self._removed[~np.isin(self._removed, ids)]
+            self._delta_version = int(version)
+
+    def remove(self, ids: np.ndarray) -> None:
+        with self._delta_lock:
+            self._removed = np.union1d(self._removed, _ids_array(ids))
+
     # ---- search --------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int, *, extra_ids: np.ndarray | None = None,
                extra_vectors: np.ndarray | None = None, allowed: np.ndarray | None = None,
                removed: np.ndarray | None = None, exact: bool = False) -> Hits:
-        """Top-k (id, cosine) per query, best first, over the built index plus `extra_*`
-        (searched exactly; an extra id overrides its built copy), never returning `removed`
-        ids and, when `allowed` is given, only allowed ids."""
+        """Top-k (id, cosine) per query, best first, over the built index plus what was
+        added since and `extra_*` (searched exactly; such an id overrides its built copy),
+        never returning removed ids and, when `allowed` is given, only allowed ids."""
         gen = self._gen  # one generation for the whole search, whatever a build swaps in
+        with self._delta_lock:
+            (delta_ids, delta_vecs), delta_removed = self._delta, self._removed
+        if len(delta_ids) or len(delta_removed):
+            if extra_ids is not None and len(extra_ids):
+                explicit = _ids_array(extra_ids)
+                keep = ~np.isin(delta_ids, explicit)
+                extra_ids = np.concatenate([delta_ids[keep], explicit])
+                extra_vectors = np.concatenate(
+                    [delta_vecs[keep], np.asarray(extra_vectors, np.float32).reshape(len(explicit), self.dim)])
+            else:
+                extra_ids, extra_vectors = delta_ids, delta_vecs
+            removed = delta_removed if removed is None else np.union1d(_ids_array(removed), delta_removed)
         q = np.atleast_2d(np.asarray(queries, np.float32))
         if q.shape[1] != self.dim:
             raise ValueError(f"queries have dim {q.shape[1]}, index has {self.dim}")

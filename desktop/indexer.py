@@ -3,7 +3,8 @@
 All of it runs in the caller's thread (the CLI's main thread or a Qt worker from jobs.py)
 and hands every catalog write to the library's writer thread, one short task per batch,
 so a run can be cancelled between batches and a crash loses at most the batch in flight.
-The Library facade exposes these as `lib.index()`, `lib.watch()` and friends.
+The Library facade exposes these as `lib.index()`, `lib.watch()` and friends. Formats are
+the media decoders' business (desktop/media.py): the indexer asks the registry.
 """
 
 from __future__ import annotations
@@ -17,22 +18,20 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
-from desktop import images
+from desktop import images, media
 from desktop.catalog import Catalog, Root
+from desktop.encoders import DECODE_SIZE, decode_size
 from desktop.scanner import Change, Watcher, plan
-
-if TYPE_CHECKING:
-    from desktop.library import Library
+from desktop.store import Progress, Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ENCODE_BATCH = 32
-DECODE_SIZE = 256  # encoders look at ~224 px; JPEGs are draft-decoded to about this
 # Decode threads run below torch's: with as many intra-op threads as cores, a decoder that
 # preempts one of them stalls the whole parallel region at its barrier (measured on 2 cores).
 DECODE_NICE = 10
@@ -40,17 +39,7 @@ HASH_WORKERS = 4
 WRITE_CHUNK = 500
 RESCAN_INTERVAL_S = 300.0  # roots whose watcher failed are rescanned this often
 ROOT_POLL_S = 5.0  # while watching, roots are checked for unmounts and returns this often
-VANISHED = "file vanished"  # images.ImageError.reason of a path that no longer exists
-
-
-@dataclass(frozen=True)
-class Progress:
-    stage: str  # scan | hash | encode | index
-    done: int
-    total: int
-    rate: float = 0.0  # items per second
-    eta_s: float | None = None
-    message: str = ""
+VANISHED = "file vanished"  # media.MediaError.reason of a path that no longer exists
 
 
 @dataclass
@@ -61,6 +50,7 @@ class IndexReport:
     removed: int = 0
     encoded: int = 0
     skipped: int = 0
+    frames: int = 0  # video frames encoded (each video brings several)
     problems: int = 0
     seconds: float = 0.0
     encode_seconds: float = 0.0
@@ -73,10 +63,10 @@ class IndexReport:
 
 
 class Indexer:
-    """The indexing pipeline of one Library."""
+    """The indexing pipeline of one data dir."""
 
-    def __init__(self, lib: Library) -> None:
-        self.lib = lib
+    def __init__(self, store: Store) -> None:
+        self.store = store
         self.watcher: Watcher | None = None  # while watch() runs: status() shows its notices
 
     # ---- indexing -----------------------------------------------------------------------
@@ -91,7 +81,7 @@ class Indexer:
         report = self.scan(progress, cancel)
         if not (cancel and cancel.is_set()):
             # Photos with no file left for a day were deleted, not moved: forget them now.
-            self.lib._write(lambda c: c.purge_gone())
+            self.store.write(lambda c: c.purge_gone())
             self.encode_pending(progress, cancel, report)
         if not (cancel and cancel.is_set()):
             self.build_index(progress=progress, cancel=cancel)
@@ -106,19 +96,19 @@ class Indexer:
         report: IndexReport | None = None,
     ) -> IndexReport:
         report = report or IndexReport()
-        for root in self.lib._cat().roots():
+        for root in self.store.read().roots():
             if cancel and cancel.is_set():
                 break
             if self._root_missing(root):
                 # An unmounted disk looks exactly like "everything deleted": never delete.
                 if root.online:
                     log.warning("%s: library folder is missing or empty; marked offline, photos kept", root.path)
-                    self.lib._write(lambda c, r=root: c.update_root(r.id, online=0))
+                    self.store.write(lambda c, r=root: c.update_root(r.id, online=0))
                 report.offline.append(root.path)
                 continue
             if not root.online:
                 log.info("%s: library folder is back online", root.path)
-                self.lib._write(lambda c, r=root: c.update_root(r.id, online=1))
+                self.store.write(lambda c, r=root: c.update_root(r.id, online=1))
             self._scan_root(root, report, progress, cancel)
         return report
 
@@ -127,17 +117,17 @@ class Indexer:
     ) -> None:
         if progress:
             progress(Progress("scan", 0, 0, message=root.path))
-        result = plan(root.path, self.lib._cat().file_states(root.id))
+        result = plan(root.path, self.store.read().file_states(root.id))
         report.seen += result.seen
         report.problems += len(result.problems)
-        self.lib._write(lambda c: c.clear_problems_under(root.path))
+        self.store.write(lambda c: c.clear_problems_under(root.path))
         for path, reason in result.problems:
-            self.lib._write(lambda c, p=path, r=reason: c.record_problem(p, r))
+            self.store.write(lambda c, p=path, r=reason: c.record_problem(p, r))
         self._hash_and_record(root, result.to_hash, report, progress, cancel)
         if result.deleted and not (cancel and cancel.is_set()) and not self._root_missing(root):
-            report.removed += self.lib._write(lambda c: c.remove_files(result.deleted))
+            report.removed += self.store.write(lambda c: c.remove_files(result.deleted))
         if not (cancel and cancel.is_set()):
-            self.lib._write(lambda c: c.update_root(root.id, scanned_at=time.time()))
+            self.store.write(lambda c: c.update_root(root.id, scanned_at=time.time()))
 
     def _hash_and_record(
         self,
@@ -155,7 +145,7 @@ class Indexer:
         def flush() -> None:
             if pending:
                 batch = list(pending)
-                report.new_photos += self.lib._write(lambda c: c.record_files(root.id, batch))
+                report.new_photos += self.store.write(lambda c: c.record_files(root.id, batch))
                 pending.clear()
 
         with cf.ThreadPoolExecutor(HASH_WORKERS, thread_name_prefix="lumen-hash") as pool:
@@ -168,7 +158,7 @@ class Indexer:
                 ):
                     if isinstance(result, images.ImageError):
                         if result.reason != "file vanished":
-                            self.lib._write(lambda c, p=path, r=result.reason: c.record_problem(p, r))
+                            self.store.write(lambda c, p=path, r=result.reason: c.record_problem(p, r))
                         continue
                     pending.append((path, size, mtime, result))
                 report.hashed += len(chunk)
@@ -189,9 +179,9 @@ class Indexer:
     ) -> IndexReport:
         """Decode and encode every live photo that has no vector for the active encoder."""
         report = report or IndexReport()
-        encoder = self.lib.encoder
+        encoder = self.store.encoder
         eid = encoder.id
-        total = self.lib._cat().count_to_encode(eid)
+        total = self.store.read().count_to_encode(eid)
         if total == 0:
             self._mark_complete(eid)
             return report
@@ -204,7 +194,7 @@ class Indexer:
             # between pages, so the encoder never waits for a cold start of the decoders.
             after = 0
             while not (cancel and cancel.is_set()):
-                page = self.lib._cat().photos_to_encode(eid, limit=ENCODE_BATCH * 8, after_id=after)
+                page = self.store.read().photos_to_encode(eid, limit=ENCODE_BATCH * 8, after_id=after)
                 if not page:
                     return
                 after = page[-1][0]
@@ -212,39 +202,55 @@ class Indexer:
                     todo.append(row)
                     yield row[1]
 
-        # with_meta: width/height/EXIF come from the decoder's own open of the file.
+        # The metadata (size, EXIF) comes from the decoder's own open of the file.
         size = decode_size(encoder)
-        decoded = images.iter_decoded(paths(), size=size, with_meta=True, nice=DECODE_NICE)
+        decoded = media.iter_decoded(paths(), size=size, nice=DECODE_NICE)
         try:
-            for batch in _batches(((todo.popleft(), r) for r in decoded), ENCODE_BATCH):
+            # ENCODE_BATCH counts frames, not items: a video brings up to 32 of them.
+            for batch in _batches(((todo.popleft(), r) for r in decoded), ENCODE_BATCH, _frame_count):
                 if cancel and cancel.is_set():
                     break
-                ok_ids, ok_images, metas, skipped = [], [], [], []
+                ok_ids, ok_images, metas, skipped, counts = [], [], [], [], []
+                videos: dict[int, list[float]] = {}  # photo id -> its frames' times
                 for (photo_id, path), (_, result) in batch:
-                    if isinstance(result, images.ImageError) and result.reason == VANISHED:
+                    if isinstance(result, media.MediaError) and result.reason == VANISHED:
                         # Moved or deleted since the scan: not a bad photo. Use another copy,
                         # else leave it for the next scan, which sees the move or the deletion.
                         found = self._decode_elsewhere(photo_id, path, size)
                         if found is None:
                             continue
                         path, result = found
-                    if isinstance(result, images.ImageError):
+                    if isinstance(result, media.MediaError):
                         skipped.append((photo_id, result.reason))
                         log.info("skipped %s: %s", path, result.reason)
                         continue
-                    image, meta = result if isinstance(result, tuple) else (result, None)
                     ok_ids.append(photo_id)
-                    ok_images.append(image)
-                    metas.append(_meta_dict(path, image, meta))
+                    ok_images += [f.image for f in result.frames]
+                    counts.append(len(result.frames))
+                    metas.append(media.meta_fields(result.meta))
+                    if result.frames[0].at_s is not None:
+                        videos[photo_id] = [float(f.at_s or 0.0) for f in result.frames]
                 vectors = (
-                    self.lib._encode_images(ok_images)
+                    self.store.encode_images(ok_images)
                     if ok_images
                     else np.zeros((0, encoder.dim), np.float32)
                 )
-                rows = list(zip(ok_ids, vectors, metas, strict=True))
-                self.lib._write(lambda c, r=rows, s=skipped: c.save_encoded(eid, r, s))
+                rows, frames, start = [], {}, 0
+                for photo_id, n, meta in zip(ok_ids, counts, metas, strict=True):
+                    own = vectors[start : start + n]
+                    start += n
+                    if photo_id in videos:
+                        # The item's own vector: the frames' normalised mean ("similar", the ANN
+                        # index); text queries are matched against each frame (search.py).
+                        mean = own.mean(axis=0)
+                        rows.append((photo_id, mean / max(float(np.linalg.norm(mean)), 1e-9), meta))
+                        frames[photo_id] = list(zip(videos[photo_id], own, strict=True))
+                    else:
+                        rows.append((photo_id, own[0], meta))
+                self.store.write(lambda c, r=rows, s=skipped, f=frames: c.save_encoded(eid, r, s, f))
                 done += len(batch)
                 report.encoded += len(rows)
+                report.frames += int(sum(len(v) for v in frames.values()))
                 report.skipped += len(skipped)
                 if progress:
                     elapsed = time.monotonic() - started
@@ -253,27 +259,29 @@ class Indexer:
         finally:
             decoded.close()  # stops the decoders now, also on cancel or error
         report.encode_seconds += time.monotonic() - started
-        if not (cancel and cancel.is_set()) and self.lib._cat().count_to_encode(eid) == 0:
+        if not (cancel and cancel.is_set()) and self.store.read().count_to_encode(eid) == 0:
             self._mark_complete(eid)
         return report
 
-    def _decode_elsewhere(self, photo_id: int, vanished: str, size: int = DECODE_SIZE) -> tuple[str, Any] | None:
-        """(path, image or ImageError) from another path of the photo (a copy), or None."""
-        for other in self.lib._cat().paths_of(photo_id):
+    def _decode_elsewhere(
+        self, photo_id: int, vanished: str, size: int = DECODE_SIZE
+    ) -> tuple[str, media.Decoded | media.MediaError] | None:
+        """(path, decoded or error) from another path of the photo (a copy), or None."""
+        for other in self.store.read().paths_of(photo_id):
             if other == vanished:
                 continue
             try:
-                return other, images.load_for_encoding(other, size)
-            except images.ImageError as exc:
+                return other, media.decode(other, size)
+            except media.MediaError as exc:
                 if exc.reason != VANISHED:
                     return other, exc
         log.info("%s vanished before it was decoded; the next scan finds where it went", vanished)
         return None
 
     def _mark_complete(self, eid: str) -> None:
-        value = json.dumps({"id": eid, "spec": self.lib.encoder_spec, "weights": self.lib.weights})
-        if not self.lib.readonly and self.lib._cat().get_meta("encoder.complete") != value:
-            self.lib._write(lambda c: c.set_meta("encoder.complete", value))
+        value = json.dumps({"id": eid, "spec": self.store.encoder_spec, "weights": self.store.weights})
+        if not self.store.readonly and self.store.read().get_meta("encoder.complete") != value:
+            self.store.write(lambda c: c.set_meta("encoder.complete", value))
 
     def build_index(
         self,
@@ -283,12 +291,12 @@ class Indexer:
         cancel: threading.Event | None = None,
     ) -> bool:
         """Rebuild the ANN index from the catalog when it is stale. True if it rebuilt."""
-        eid = encoder_id or self.lib.encoder.id
-        with self.lib._build_lock:
-            cat = self.lib._cat()
+        eid = encoder_id or self.store.encoder.id
+        with self.store.build_lock:
+            cat = self.store.read()
             top = cat.max_vector_rowid(eid)
-            idx = self.lib._index(
-                eid, self.lib.encoder.dim if eid == self.lib.encoder.id else _dim_of(cat, eid)
+            idx = self.store.index(
+                eid, self.store.encoder.dim if eid == self.store.encoder.id else _dim_of(cat, eid)
             )
             if not force and idx.built_version == top and top > 0:
                 idx.sweep()  # the index is current, but a killed run may have left files behind
@@ -304,9 +312,9 @@ class Indexer:
             return True
 
     def _index_stale(self, eid: str) -> bool:
-        idx = self.lib._indexes.get(eid)
+        idx = self.store.indexes.get(eid)
         built = (idx.built_version or 0) if idx else 0
-        pending = self.lib._cat().max_vector_rowid(eid) - built
+        pending = self.store.read().max_vector_rowid(eid) - built
         return pending > max(1000, 0.05 * (idx.size if idx else 0))
 
     # ---- watching -----------------------------------------------------------------------
@@ -323,7 +331,7 @@ class Indexer:
         self.watcher = watcher
         last_rescan = last_poll = time.monotonic()
         try:
-            for root in self.lib._cat().roots():
+            for root in self.store.read().roots():
                 if root.watch and root.online:
                     watcher.watch(root.path)
             while not stop.is_set():
@@ -347,13 +355,13 @@ class Indexer:
     def _poll_roots(self, watcher: Watcher, progress: Callable | None, stop: threading.Event) -> None:
         """Notice unmounts and returns while watching: an unmounted disk sends no events for
         its files (and its watch dies), and one that comes back sends none at all."""
-        for root in self.lib._cat().roots():
+        for root in self.store.read().roots():
             if not root.watch:
                 continue
             missing = self._root_missing(root)
             if root.online and missing:
                 log.warning("%s: library folder is gone; marked offline, photos kept", root.path)
-                self.lib._write(lambda c, r=root: c.update_root(r.id, online=0))
+                self.store.write(lambda c, r=root: c.update_root(r.id, online=0))
                 watcher.unwatch(root.path)
             elif not missing and (
                 not root.online or not (watcher.watching(root.path) or root.path in watcher.degraded)
@@ -372,7 +380,7 @@ class Indexer:
                 empty = next(entries, None) is None
         except OSError:
             return True
-        return empty and self.lib._cat().has_files(root.id)
+        return empty and self.store.read().has_files(root.id)
 
     def apply_changes(
         self,
@@ -382,7 +390,7 @@ class Indexer:
     ) -> IndexReport:
         """Apply one coalesced batch from the watcher, then encode what it made new."""
         report = IndexReport()
-        cat = self.lib._cat()
+        cat = self.store.read()
         upserts: dict[int, list[tuple[str, int, float]]] = {}
         roots = {r.id: r for r in cat.roots()}
         for change in changes:
@@ -392,7 +400,7 @@ class Indexer:
             if not os.path.isdir(root.path):
                 # The whole root vanished (unmount): mark offline, delete nothing.
                 if roots[root.id].online:
-                    self.lib._write(lambda c, r=root: c.update_root(r.id, online=0))
+                    self.store.write(lambda c, r=root: c.update_root(r.id, online=0))
                     roots[root.id] = root
                 report.offline.append(root.path)
                 continue
@@ -400,9 +408,9 @@ class Indexer:
                 self._apply_move(change, upserts, report)
             elif change.kind == "deleted":
                 if change.is_dir:
-                    report.removed += self.lib._write(lambda c, p=change.path: c.remove_folder(p))
+                    report.removed += self.store.write(lambda c, p=change.path: c.remove_folder(p))
                 elif not os.path.exists(change.path):
-                    report.removed += self.lib._write(lambda c, p=change.path: c.remove_files([p]))
+                    report.removed += self.store.write(lambda c, p=change.path: c.remove_files([p]))
             elif change.is_dir:
                 self._upsert_tree(change.path, root, upserts)
             else:
@@ -411,52 +419,41 @@ class Indexer:
             unique = list({path: (path, size, mtime) for path, size, mtime in items}.values())
             self._hash_and_record(roots[root_id], unique, report, progress, cancel)
         self.encode_pending(progress, cancel, report)
-        if self._index_stale(self.lib.encoder.id):
+        if self._index_stale(self.store.encoder.id):
             self.build_index(progress=progress, cancel=cancel)
         return report
 
     def _apply_move(self, change: Change, upserts: dict, report: IndexReport) -> None:
         src, dest = change.path, change.dest or ""
-        dest_root = self.lib._cat().root_for(dest)
+        dest_root = self.store.read().root_for(dest)
         if change.is_dir:
             # Move every file below the folder by path prefix: ids, vectors, captions stay.
             if dest_root is None:
-                report.removed += self.lib._write(lambda c: c.remove_folder(src))
+                report.removed += self.store.write(lambda c: c.remove_folder(src))
                 return
             # Rewrite the paths in place (no window in which the photos look deleted), then
             # let the walk pick up whatever the catalog did not know (it stats, not hashes).
-            self.lib._write(lambda c: c.move_folder(src, dest, dest_root.id))
+            self.store.write(lambda c: c.move_folder(src, dest, dest_root.id))
             self._upsert_tree(dest, dest_root, upserts)
             return
-        if dest_root is None or not images.is_image_path(dest):
-            report.removed += self.lib._write(lambda c: c.remove_files([src]))
+        if dest_root is None or not media.is_media_path(dest):
+            report.removed += self.store.write(lambda c: c.remove_files([src]))
             return
         try:
             st = os.stat(dest)
         except OSError:
             return
-        moved = self.lib._write(lambda c: c.move_file(src, dest, dest_root.id, st.st_size, st.st_mtime))
+        moved = self.store.write(lambda c: c.move_file(src, dest, dest_root.id, st.st_size, st.st_mtime))
         if not moved:
-            known = self.lib._cat().file_state(dest)
+            known = self.store.read().file_state(dest)
             if known and known.photo_id is not None and (known.size, known.mtime) == (st.st_size, st.st_mtime):
                 return  # a file below a moved folder: move_folder has already moved it
             upserts.setdefault(dest_root.id, []).append((dest, st.st_size, st.st_mtime))
 
     def _upsert_tree(self, folder: str, root: Root, upserts: dict) -> None:
-        known = self.lib._cat().file_states(root.id)
+        known = self.store.read().file_states(root.id)
         sub = plan(folder, {p: s for p, s in known.items() if p.startswith(folder.rstrip(os.sep) + os.sep)})
         upserts.setdefault(root.id, []).extend(sub.to_hash)
-
-
-def decode_size(encoder: Any) -> int:
-    """The short side photos are decoded to for `encoder`: its own input resize when it says
-    (then its preprocessing skips a second resize), else DECODE_SIZE."""
-    try:
-        size = getattr(encoder, "decode_size", None)
-    except Exception:  # a plugin's property must not stop indexing; the default is always fine
-        log.debug("decode_size of %r failed", encoder, exc_info=True)
-        size = None
-    return size if isinstance(size, int) and size > 0 else DECODE_SIZE
 
 
 def _safe_hash(path: str) -> str | images.ImageError:
@@ -476,30 +473,28 @@ def _stat_into(path: str, root_id: int, upserts: dict) -> None:
     upserts.setdefault(root_id, []).append((path, st.st_size, st.st_mtime))
 
 
-def _meta_dict(path: str, image: Any, meta: images.ImageMeta | None = None) -> dict[str, object]:
-    if meta is None:  # not read with the pixels: open the header again
-        try:
-            meta = images.read_meta(path)
-        except images.ImageError:
-            return {"width": image.width, "height": image.height}
-    return {
-        "width": meta.width,
-        "height": meta.height,
-        "format": meta.format,
-        "taken_at": meta.taken_at,
-        "camera": meta.camera,
-    }
-
-
-def _batches(items: Iterable[T], size: int) -> Iterable[list[T]]:
+def _batches(items: Iterable[T], size: int, weight: Callable[[T], int] | None = None) -> Iterable[list[T]]:
+    """Lists of items whose weights (1 each by default) add up to about `size`: a batch
+    closes when the next item would pass it (an item heavier than `size` goes alone)."""
     batch: list[T] = []
+    total = 0
     for item in items:
-        batch.append(item)
-        if len(batch) == size:
+        w = weight(item) if weight else 1
+        if batch and total + w > size:
             yield batch
-            batch = []
+            batch, total = [], 0
+        batch.append(item)
+        total += w
+        if total >= size:
+            yield batch
+            batch, total = [], 0
     if batch:
         yield batch
+
+
+def _frame_count(item: tuple[object, tuple[str, media.Decoded | media.MediaError]]) -> int:
+    result = item[1][1]
+    return len(result.frames) if isinstance(result, media.Decoded) else 1
 
 
 def _dim_of(cat: Catalog, encoder_id: str) -> int:

@@ -17,8 +17,8 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
+from desktop import media
 from desktop.catalog import FileState
-from desktop.images import IMAGE_EXTENSIONS, is_image_path
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def _list_folder(
         problems.append((folder, f"cannot list folder: {exc.strerror or exc}"))
         return files, problems
     prefix = folder if folder.endswith(os.sep) else folder + os.sep
-    exts = IMAGE_EXTENSIONS
+    exts = media.registry.extensions
     is_reg = stat.S_ISREG
     add = files.append
     try:
@@ -86,7 +86,7 @@ def _list_folder(
                 if entry.is_dir():  # follows symlinks; loops are caught by `visited`
                     (links if entry.is_symlink() else stack).append(prefix + name)
                     continue
-                # is_image_name inlined; the hidden-name cases it also rules out are gone already
+                # media.is_media_name inlined; the hidden-name cases it also rules out are gone already
                 dot = name.rfind(".")
                 if dot <= 0 or name[dot:].lower() not in exts:
                     continue
@@ -254,7 +254,7 @@ class Watcher:
             kind = "modified"
         src = os.fsdecode(event.src_path)
         dest = os.fsdecode(event.dest_path) if getattr(event, "dest_path", "") else None
-        if not event.is_directory and not (is_image_path(src) or (dest and is_image_path(dest))):
+        if not event.is_directory and not (media.is_media_path(src) or (dest and media.is_media_path(dest))):
             return
         if event.is_directory and kind == "modified":
             return  # a folder's mtime changes with every file in it: nothing to do

@@ -102,3 +102,13 @@ def test_ui_stalls_and_run_all_quick(bench_out: Path) -> None:
     importlib.reload(run_all)
     table = run_all.summary({"ui_stalls": data}, quick=True)
     assert table.rows
+
+
+@pytest.mark.slow
+def test_media_quick(bench_out: Path) -> None:
+    pytest.importorskip("av")
+    pytest.importorskip("rawpy")
+    result = _run("bench.media")
+    raw = result["results"]["raw"]
+    assert raw["preview_s"] and raw["demosaic_s"]
+    assert result["results"]["frame_search"]["runs"][0]["ms"] > 0

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import Qt, QTimer
 
-from desktop import captions
 from desktop.library import Library
 from desktop.ui import tags_panel as tags_panel_module
 from desktop.ui.caption_editor import CaptionEditor
@@ -25,7 +24,7 @@ def captioned(lib: Library, photos: Path, tmp_path: Path) -> Library:
     )
     lib.add_root(photos)
     lib.index()
-    captions.caption_pending(lib, f"retrieval:{bank}", vocabulary=vocab)
+    lib.caption_pending(f"retrieval:{bank}", vocabulary=vocab)
     return lib
 
 
@@ -64,12 +63,12 @@ def test_smart_albums_are_added_listed_opened_and_deleted(qtbot, captioned: Libr
     with qtbot.waitSignal(panel.album_activated) as sig:
         panel.album_list.itemActivated.emit(panel.album_list.item(0))
     assert sig.args == ["Reds"]
-    ranked = [Path(h.path).name for h in captions.album_photos(captioned, "Reds")]
+    ranked = [Path(h.path).name for h in captioned.album_photos("Reds")]
     assert sorted(ranked[:2]) == ["red-1.jpg", "red-2.png"]  # words and meaning agree: first
     panel.album_list.setCurrentRow(0)
     with qtbot.waitSignal(panel.albums_changed):
         qtbot.mouseClick(panel.delete_album_button, Qt.MouseButton.LeftButton)
-    assert panel.album_names() == [] and captions.albums(captioned) == []
+    assert panel.album_names() == [] and captioned.albums() == []
 
 
 def test_a_bad_album_query_is_reported_not_raised(qtbot, captioned: Library) -> None:
@@ -96,7 +95,7 @@ def test_caption_editor_saves_the_users_words(qtbot, captioned: Library, photos:
     assert sig.args == [pid]
     assert captioned.catalog.caption_of(pid).text == "Lake Constance at noon"
     assert captioned.catalog.effective_tags(pid) == ["lake", "holiday"]
-    assert [Path(h.path).name for h in captions.find_words(captioned, "constance")] == ["blue-1.jpg"]
+    assert [Path(h.path).name for h in captioned.find_words("constance")] == ["blue-1.jpg"]
     assert editor.source_label.text() == "Your caption." and editor.reset_button.isEnabled()
     assert editor.others_label.text() == "also: a blue photo"
     with qtbot.waitSignal(editor.saved):

@@ -20,7 +20,7 @@ import pytest
 import sqlite_utils
 from conftest import COLORS, make_photo
 
-from desktop import captions, export
+from desktop import captions, export, search
 from desktop.catalog import MIGRATIONS, USER, Catalog
 from desktop.cli import main
 from desktop.encoders import EncoderError
@@ -66,7 +66,7 @@ def caption_of(lib: Library, path: Path) -> str | None:
 
 # ---- the retrieval captioner ------------------------------------------------------------
 def test_retrieval_captioner_picks_the_right_caption(indexed: Library, photos: Path, bank: Path) -> None:
-    report = captions.caption_pending(indexed, f"retrieval:{bank}")
+    report = indexed.caption_pending(f"retrieval:{bank}")
     assert report.captioned == 12 and report.skipped == 0
     for colour in COLOR_NAMES:
         assert caption_of(indexed, photos / f"{colour}-1.jpg") == f"a {colour} photo."
@@ -77,7 +77,7 @@ def test_retrieval_captioner_picks_the_right_caption(indexed: Library, photos: P
 
 
 def test_bank_is_deduplicated_cached_and_searchable(indexed: Library, bank: Path, photos: Path) -> None:
-    captioner = captions.make_captioner(indexed, f"retrieval:{bank}")
+    captioner = indexed.make_captioner(f"retrieval:{bank}")
     assert captioner.id.startswith("retrieval:colours-") and captioner.id.endswith("@colors:hist-v1")
     # "A RED photo" repeats a line exactly; "a red picture" and "a green photograph" embed
     # like "a red photo" / "a green photo" for this encoder: near-duplicates, dropped.
@@ -106,18 +106,18 @@ def test_default_bank_comes_from_the_vocabulary() -> None:
 def test_no_general_tags_or_captions_from_an_encoder_without_meaning(indexed: Library, bank: Path) -> None:
     """`colors` only knows colour words: "brown bear" on a brown photo would be false."""
     with pytest.raises(EncoderError, match="does not understand general concepts"):
-        captions.make_captioner(indexed, "retrieval")
-    report = captions.caption_pending(indexed)  # the defaults: nothing made up, nothing stored
+        indexed.make_captioner("retrieval")
+    report = indexed.caption_pending()  # the defaults: nothing made up, nothing stored
     assert report.captioner is None and report.captioned == 0 and report.tagged == 0
-    assert captions.tag_counts(indexed) == []
-    assert captions.caption_pending(indexed, f"retrieval:{bank}").captioned > 0  # the user's own bank
+    assert indexed.tag_counts() == []
+    assert indexed.caption_pending(f"retrieval:{bank}").captioned > 0  # the user's own bank
 
 
 def test_missing_bank_and_missing_encoder_fail_clearly(indexed: Library, tmp_path: Path) -> None:
     from desktop.encoders import EncoderError, create_captioner
 
     with pytest.raises(EncoderError, match="caption bank .* not found"):
-        captions.make_captioner(indexed, f"retrieval:{tmp_path / 'nope.txt'}")
+        indexed.make_captioner(f"retrieval:{tmp_path / 'nope.txt'}")
     with pytest.raises(EncoderError, match="library's encoder"):
         create_captioner("retrieval")
 
@@ -131,39 +131,39 @@ def test_captioning_is_batched_cancellable_and_resumes(indexed: Library, bank: P
         seen.append((p.stage, p.done, p.total))
         cancel.set()  # stop after the first batch
 
-    first = captions.caption_pending(indexed, f"retrieval:{bank}", progress, cancel, batch_size=5)
+    first = indexed.caption_pending(f"retrieval:{bank}", progress, cancel, batch_size=5)
     assert first.cancelled and first.captioned == 5 and seen == [("caption", 5, 12)]
-    second = captions.caption_pending(indexed, f"retrieval:{bank}", batch_size=5)
+    second = indexed.caption_pending(f"retrieval:{bank}", batch_size=5)
     assert second.captioned == 7 and not second.cancelled
-    assert captions.caption_pending(indexed, f"retrieval:{bank}").captioned == 0  # nothing left
+    assert indexed.caption_pending(f"retrieval:{bank}").captioned == 0  # nothing left
 
 
 def test_a_better_captioner_adds_rows(indexed: Library, bank: Path, tmp_path: Path, photos: Path) -> None:
     other = tmp_path / "other.txt"
     other.write_text("red things\nblue things\n")
-    captions.caption_pending(indexed, f"retrieval:{bank}", tags=False)
-    captions.caption_pending(indexed, f"retrieval:{other}", tags=False)
+    indexed.caption_pending(f"retrieval:{bank}", tags=False)
+    indexed.caption_pending(f"retrieval:{other}", tags=False)
     photo = indexed.catalog.photo_by_path(str(photos / "red-1.jpg"))
     assert {c.text for c in indexed.catalog.captions(photo.id)} == {"a red photo.", "red things"}
     assert indexed.catalog.caption_of(photo.id).text == "red things"  # the newest is shown
 
 
 def test_user_edit_survives_recaptioning(indexed: Library, bank: Path, photos: Path) -> None:
-    captions.caption_pending(indexed, f"retrieval:{bank}")
+    indexed.caption_pending(f"retrieval:{bank}")
     photo = indexed.catalog.photo_by_path(str(photos / "red-1.jpg"))
-    captions.set_caption(indexed, photo.id, "Grandma's red kitchen")
-    captions.set_tags(indexed, photo.id, ["kitchen", "grandma"])
-    report = captions.caption_pending(indexed, f"retrieval:{bank}", redo=True)
+    indexed.set_caption(photo.id, "Grandma's red kitchen")
+    indexed.set_tags(photo.id, ["kitchen", "grandma"])
+    report = indexed.caption_pending(f"retrieval:{bank}", redo=True)
     assert report.captioned == 12  # every machine caption was redone...
     shown = indexed.catalog.caption_of(photo.id)
     assert (shown.text, shown.source, shown.edited) == ("Grandma's red kitchen", USER, True)  # ...not this
     assert indexed.catalog.effective_tags(photo.id) == ["kitchen", "grandma"]
     # A machine writing under "user" by mistake still cannot replace the edit.
-    indexed._write(lambda c: c._put_caption(photo.id, USER, "a red photo.", 0.9))
+    indexed.store.write(lambda c: c._put_caption(photo.id, USER, "a red photo.", 0.9))
     assert indexed.catalog.caption_of(photo.id).text == "Grandma's red kitchen"
     # Giving the edit back shows the machines' words again.
-    captions.set_caption(indexed, photo.id, "")
-    captions.set_tags(indexed, photo.id, None)
+    indexed.set_caption(photo.id, "")
+    indexed.set_tags(photo.id, None)
     assert indexed.catalog.caption_of(photo.id).text == "a red photo."
     assert "kitchen" not in indexed.catalog.effective_tags(photo.id)
 
@@ -185,7 +185,7 @@ def test_zero_shot_tags_from_a_vocabulary(indexed: Library, tmp_path: Path, phot
     vocab.write_text(
         "# @threshold 0.2\n# @max_tags 2\n# @group colours: a {tag} photo.\nred\nblue\ngreen\nyellow\n"
     )
-    report = captions.caption_pending(indexed, captions=False, vocabulary=vocab)
+    report = indexed.caption_pending(captions=False, vocabulary=vocab)
     assert report.captioned == 0 and report.tagged == 12
     red = indexed.catalog.photo_by_path(str(photos / "red-1.jpg"))
     assert indexed.catalog.effective_tags(red.id)[0] == "red"
@@ -193,9 +193,9 @@ def test_zero_shot_tags_from_a_vocabulary(indexed: Library, tmp_path: Path, phot
     assert all(src == "zeroshot:colors:hist-v1" and 0.2 <= score <= 1 for _, src, score in rows)
     white = indexed.catalog.photo_by_path(str(photos / "white-1.jpg"))
     assert len(indexed.catalog.effective_tags(white.id)) >= 1  # min_tags: never empty
-    counts = dict(captions.tag_counts(indexed))
+    counts = dict(indexed.tag_counts())
     assert counts["red"] >= 2 and counts["blue"] >= 2
-    assert {"red-1.jpg", "red-2.png"} <= set(names(captions.photos_with_tag(indexed, "red")))
+    assert {"red-1.jpg", "red-2.png"} <= set(names(indexed.photos_with_tag("red")))
 
 
 def test_classifier_tags_keep_confident_labels() -> None:
@@ -214,20 +214,20 @@ def test_classifier_tags_keep_confident_labels() -> None:
 
 def test_tag_edits_replace_the_machines_set(indexed: Library, photos: Path) -> None:
     photo = indexed.catalog.photo_by_path(str(photos / "green-1.jpg"))
-    indexed._write(lambda c: c.set_tags(photo.id, "zeroshot:x", [("grass", 0.5), ("field", 0.2)]))
-    assert captions.edit_tags(indexed, photo.id, add=["Holiday", "holiday"], remove=["FIELD"]) == [
+    indexed.store.write(lambda c: c.set_tags(photo.id, "zeroshot:x", [("grass", 0.5), ("field", 0.2)]))
+    assert indexed.edit_tags(photo.id, add=["Holiday", "holiday"], remove=["FIELD"]) == [
         "grass",
         "Holiday",
     ]
     assert indexed.catalog.tags_edited(photo.id)
-    captions.set_tags(indexed, photo.id, [])  # an empty set is a decision too
+    indexed.set_tags(photo.id, [])  # an empty set is a decision too
     assert indexed.catalog.effective_tags(photo.id) == []
     assert captions.parse_tags("beach, sunset; dog\n, ") == ["beach", "sunset", "dog"]
 
 
 # ---- word search, meaning, both ---------------------------------------------------------
 def test_words_query_syntax() -> None:
-    q = captions.words_query
+    q = search.words_query
     assert q("dog beach") == '"dog" "beach"'
     assert q('"red car" sun*') == '"red car" "sun"*'
     assert q("dog -cat OR") == '"dog" NOT "cat"'
@@ -236,35 +236,35 @@ def test_words_query_syntax() -> None:
     assert q('2:dog + "it"s"') == '"dog" "it" "s"'
     with pytest.raises(LibraryError):
         q("-cat")
-    assert captions.meaning_text('tag:beach "red car" sun*') == "beach red car sun"
+    assert search.meaning_text('tag:beach "red car" sun*') == "beach red car sun"
 
 
 def test_fts_finds_edited_captions_at_once(indexed: Library, bank: Path, photos: Path) -> None:
-    captions.caption_pending(indexed, f"retrieval:{bank}", tags=False)
-    assert names(captions.find_words(indexed, "red")) == ["red-1.jpg", "red-2.png"]
+    indexed.caption_pending(f"retrieval:{bank}", tags=False)
+    assert names(indexed.find_words("red")) == ["red-1.jpg", "red-2.png"]
     photo = indexed.catalog.photo_by_path(str(photos / "blue-1.jpg"))
-    captions.set_caption(indexed, photo.id, "Rex the dogs swimming in Lake Constance")
+    indexed.set_caption(photo.id, "Rex the dogs swimming in Lake Constance")
     # Found at once, stemmed ("dog" finds "dogs", "swim" finds "swimming"), accents ignored...
-    assert names(captions.find_words(indexed, "dog swim")) == ["blue-1.jpg"]
-    assert names(captions.find_words(indexed, "constance lake")) == ["blue-1.jpg"]
-    hit = captions.find_words(indexed, "rex")[0]
+    assert names(indexed.find_words("dog swim")) == ["blue-1.jpg"]
+    assert names(indexed.find_words("constance lake")) == ["blue-1.jpg"]
+    hit = indexed.find_words("rex")[0]
     assert hit.words and "[Rex]" in (hit.snippet or "")
     # ...and the machine caption it replaced no longer matches.
-    assert names(captions.find_words(indexed, "blue")) == ["blue-2.png"]
-    captions.set_tags(indexed, photo.id, ["summer holiday"])
-    assert names(captions.find_words(indexed, "tag:holiday")) == ["blue-1.jpg"]
-    assert captions.find_words(indexed, "caption:holiday") == []
-    assert names(captions.find_words(indexed, "photo -red -green -yellow -white -black")) == ["blue-2.png"]
+    assert names(indexed.find_words("blue")) == ["blue-2.png"]
+    indexed.set_tags(photo.id, ["summer holiday"])
+    assert names(indexed.find_words("tag:holiday")) == ["blue-1.jpg"]
+    assert indexed.find_words("caption:holiday") == []
+    assert names(indexed.find_words("photo -red -green -yellow -white -black")) == ["blue-2.png"]
     sub = Filters(folder=str(photos / "sub"))
-    assert names(captions.find_words(indexed, "red", filters=sub)) == ["red-2.png"]
+    assert names(indexed.find_words("red", filters=sub)) == ["red-2.png"]
 
 
 def test_mixed_ranking_puts_words_and_meaning_first(indexed: Library, photos: Path) -> None:
     blue = indexed.catalog.photo_by_path(str(photos / "blue-1.jpg"))
     red = indexed.catalog.photo_by_path(str(photos / "red-1.jpg"))
-    captions.set_caption(indexed, blue.id, "a red scarf on a chair")  # words only
-    captions.set_caption(indexed, red.id, "red tomatoes")  # words and meaning
-    hits = captions.search_mixed(indexed, "red", k=12)
+    indexed.set_caption(blue.id, "a red scarf on a chair")  # words only
+    indexed.set_caption(red.id, "red tomatoes")  # words and meaning
+    hits = indexed.find("red", k=12)
     assert Path(hits[0].path).name == "red-1.jpg" and hits[0].words and hits[0].similarity > 0.9
     assert {Path(h.path).name for h in hits[:3]} == {"red-1.jpg", "red-2.png", "blue-1.jpg"}
     by_name = {Path(h.path).name: h for h in hits}
@@ -272,51 +272,51 @@ def test_mixed_ranking_puts_words_and_meaning_first(indexed: Library, photos: Pa
     assert by_name["blue-1.jpg"].words and len(hits) == 12
     scores = [h.score for h in hits]
     assert scores == sorted(scores, reverse=True)
-    meaning = captions.search_mixed(indexed, "red", k=2, mode="meaning")
+    meaning = indexed.find("red", k=2, mode="meaning")
     assert names(meaning) == ["red-1.jpg", "red-2.png"] and not any(h.words for h in meaning)
-    assert names(captions.search_mixed(indexed, "red", mode="words")) == ["blue-1.jpg", "red-1.jpg"]
+    assert names(indexed.find("red", mode="words")) == ["blue-1.jpg", "red-1.jpg"]
 
 
 # ---- smart albums -----------------------------------------------------------------------
 def test_smart_albums_update_as_new_photos_are_indexed(indexed: Library, photos: Path, bank: Path) -> None:
-    captions.caption_pending(indexed, f"retrieval:{bank}")
-    captions.save_album(indexed, "Reds", "red", mode="words")
-    captions.save_album(indexed, "Yellowish", "yellow", mode="meaning", min_score=0.9)
-    assert names(captions.album_photos(indexed, "reds")) == ["red-1.jpg", "red-2.png"]
-    assert names(captions.album_photos(indexed, "Yellowish")) == ["yellow-1.jpg", "yellow-2.png"]
+    indexed.caption_pending(f"retrieval:{bank}")
+    indexed.save_album("Reds", "red", mode="words")
+    indexed.save_album("Yellowish", "yellow", mode="meaning", min_score=0.9)
+    assert names(indexed.album_photos("reds")) == ["red-1.jpg", "red-2.png"]
+    assert names(indexed.album_photos("Yellowish")) == ["yellow-1.jpg", "yellow-2.png"]
 
     make_photo(photos / "new" / "red-3.jpg", "red", seed=301)
     make_photo(photos / "new" / "yellow-3.jpg", "yellow", seed=302)
     indexed.index()
     # Meaning matches appear as soon as the photo is indexed...
-    assert "yellow-3.jpg" in names(captions.album_photos(indexed, "Yellowish"))
+    assert "yellow-3.jpg" in names(indexed.album_photos("Yellowish"))
     # ...word matches as soon as it is captioned (what the app does after indexing).
-    captions.caption_pending(indexed, f"retrieval:{bank}")
-    assert names(captions.album_photos(indexed, "Reds")) == ["red-1.jpg", "red-2.png", "red-3.jpg"]
-    assert [a.name for a in captions.albums(indexed)] == ["Reds", "Yellowish"]
-    assert captions.delete_album(indexed, "reds") and not captions.delete_album(indexed, "reds")
+    indexed.caption_pending(f"retrieval:{bank}")
+    assert names(indexed.album_photos("Reds")) == ["red-1.jpg", "red-2.png", "red-3.jpg"]
+    assert [a.name for a in indexed.albums()] == ["Reds", "Yellowish"]
+    assert indexed.delete_album("reds") and not indexed.delete_album("reds")
     with pytest.raises(LibraryError):
-        captions.album_photos(indexed, "Reds")
+        indexed.album_photos("Reds")
 
 
 def test_album_keeps_its_filters_and_rejects_bad_queries(indexed: Library, photos: Path, bank: Path) -> None:
-    captions.caption_pending(indexed, f"retrieval:{bank}", tags=False)
-    album = captions.save_album(indexed, " Sub  reds ", "red", "both", Filters(folder=str(photos / "sub")), 1)
+    indexed.caption_pending(f"retrieval:{bank}", tags=False)
+    album = indexed.save_album(" Sub  reds ", "red", "both", Filters(folder=str(photos / "sub")), 1)
     assert album.name == "Sub reds" and indexed.catalog.album("sub reds").filters == {
         "folder": str(photos / "sub")
     }
-    assert names(captions.album_photos(indexed, album)) == ["red-2.png"]
+    assert names(indexed.album_photos(album)) == ["red-2.png"]
     with pytest.raises(LibraryError):
-        captions.save_album(indexed, "x", "-everything")
+        indexed.save_album("x", "-everything")
 
 
 # ---- export -----------------------------------------------------------------------------
 def test_xmp_sidecars_parse_back_with_the_same_text(indexed: Library, photos: Path, bank: Path) -> None:
-    captions.caption_pending(indexed, f"retrieval:{bank}")
+    indexed.caption_pending(f"retrieval:{bank}")
     photo = indexed.catalog.photo_by_path(str(photos / "red-1.jpg"))
     caption = 'Café "au lait" & <croissants> — 東京'
-    captions.set_caption(indexed, photo.id, caption)
-    captions.set_tags(indexed, photo.id, ["breakfast", "Tōkyō", "a & b"])
+    indexed.set_caption(photo.id, caption)
+    indexed.set_tags(photo.id, ["breakfast", "Tōkyō", "a & b"])
     report = export.export(indexed, "xmp")
     assert len(report.written) == 12 and not report.failed
     sidecar = photos / "red-1.jpg.xmp"
@@ -373,9 +373,9 @@ def test_xmp_export_keeps_what_other_programs_wrote(tmp_path: Path) -> None:
 
 
 def test_csv_and_json_export(indexed: Library, photos: Path, bank: Path, tmp_path: Path) -> None:
-    captions.caption_pending(indexed, f"retrieval:{bank}", tags=False)
+    indexed.caption_pending(f"retrieval:{bank}", tags=False)
     photo = indexed.catalog.photo_by_path(str(photos / "green-1.jpg"))
-    captions.set_tags(indexed, photo.id, ["lawn", "garden"])
+    indexed.set_tags(photo.id, ["lawn", "garden"])
     export.export(indexed, "csv", tmp_path / "out.csv")
     rows = list(csv.DictReader(open(tmp_path / "out.csv", encoding="utf-8")))
     assert len(rows) == 12 and set(rows[0]) == set(export.CSV_FIELDS)
@@ -416,11 +416,11 @@ def test_schema_v2_migrates_a_v1_catalog_and_indexes_its_captions(tmp_path: Path
 
 
 def test_gone_photos_leave_the_word_index(indexed: Library, photos: Path, bank: Path) -> None:
-    captions.caption_pending(indexed, f"retrieval:{bank}")
+    indexed.caption_pending(f"retrieval:{bank}")
     (photos / "red-1.jpg").unlink()
     indexed.index()
-    assert names(captions.find_words(indexed, "red")) == ["red-2.png"]
-    indexed._write(lambda c: c.purge_gone(older_than=0))
+    assert names(indexed.find_words("red")) == ["red-2.png"]
+    indexed.store.write(lambda c: c.purge_gone(older_than=0))
     left = indexed.catalog.conn.execute("SELECT COUNT(*) FROM photo_words").fetchone()[0]
     assert left == 11
 
@@ -480,10 +480,10 @@ def test_cli_end_to_end(capsys, photos: Path, home: Path, bank: Path, tmp_path: 
 
 def test_an_image_only_encoder_still_tags_without_the_default_captioner(indexed: Library, bank: Path) -> None:
     indexed.encoder.joint = False  # e.g. bert_resnet before its heads are trained
-    report = captions.caption_pending(indexed)  # the default captioner needs text: skipped, logged
+    report = indexed.caption_pending()  # the default captioner needs text: skipped, logged
     assert report.captioner is None and report.captioned == 0
     with pytest.raises(EncoderError, match="joint"):
-        captions.caption_pending(indexed, f"retrieval:{bank}")  # asked for by name: an error
+        indexed.caption_pending(f"retrieval:{bank}")  # asked for by name: an error
 
 
 def test_consensus_reranking_is_on_for_big_banks_only(indexed: Library) -> None:

@@ -99,7 +99,7 @@ def test_index_captions_and_tags_new_photos(capsys, photos: Path, home: Path) ->
     bank = photos.parent / "colours.txt"
     bank.write_text("a red photo.\na green photo.\na blue photo.\na white photo.\n")
     with Library(home, encoder="colors") as lib:
-        lib._write(lambda c: c.set_meta("captioner.spec", f"retrieval:{bank}"))
+        lib.store.write(lambda c: c.set_meta("captioner.spec", f"retrieval:{bank}"))
     code, out, _ = lumen(capsys, "index", *h)
     assert code == 0 and "12 captioned" in out
     code, out, _ = lumen(capsys, "index", *h)  # nothing new: nothing captioned again

@@ -177,7 +177,7 @@ def test_indexer_decodes_straight_to_the_models_input_size(tiny, tmp_path):
     from torchvision.transforms import Resize
 
     from desktop import images
-    from desktop.indexer import DECODE_SIZE, decode_size
+    from desktop.encoders import DECODE_SIZE, decode_size
 
     size = decode_size(tiny)
     resize = next(t for t in tiny.model.preprocess.transforms if isinstance(t, Resize))

@@ -140,13 +140,13 @@ def test_ann_budget_really_walks_annoy(tmp_path: Path) -> None:
     """--ann-search-k must force the Annoy path even for a small collection: with a starved
     budget recall drops below exact search; outside the budget, search is exact again."""
     from desktop.evaluation import _AnnBudget
-    from desktop.index import AnnIndex
+    from desktop.index import AnnoyBackend
 
     rng = np.random.default_rng(0)
     data = rng.normal(size=(2000, 32)).astype(np.float32)
     data /= np.linalg.norm(data, axis=1, keepdims=True)
     ids = np.arange(1, 2001)
-    idx = AnnIndex(tmp_path, 32)
+    idx = AnnoyBackend(tmp_path, 32)
     assert idx.build(ids, data, version=1, n_trees=10)
     queries = data[:50] + 0.3 * rng.normal(size=(50, 32)).astype(np.float32)
 

@@ -11,7 +11,6 @@ import io
 import json
 import pickle
 import struct
-import threading
 import time
 import zlib
 from collections import Counter
@@ -323,59 +322,6 @@ def test_is_image_path() -> None:
 def test_image_error_pickles() -> None:
     err = pickle.loads(pickle.dumps(ImageError("/p/x.jpg", "truncated file")))
     assert (err.path, err.reason, str(err)) == ("/p/x.jpg", "truncated file", "/p/x.jpg: truncated file")
-
-
-def test_iter_decoded_order_errors_and_lookahead(tmp_path: Path) -> None:
-    paths = []
-    for i in range(12):
-        p = tmp_path / f"{i:02d}.png"
-        if i % 4 == 3:
-            p.write_bytes(b"nope")
-        else:
-            Image.new("RGB", (300 + i, 200), (i * 20, 0, 0)).save(p)
-        paths.append(str(p))
-    paths.append(str(tmp_path / "missing.png"))
-
-    out = list(images.iter_decoded(paths, size=64, workers=2, lookahead=3))
-    assert [p for p, _ in out] == paths
-    for i, (_p, r) in enumerate(out):
-        if i % 4 == 3 or i == 12:
-            assert isinstance(r, ImageError) and r.reason
-        else:
-            assert isinstance(r, Image.Image) and 64 <= min(r.size) <= 65 and r.getpixel((0, 0))[0] == i * 20
-    assert [p for p, _ in images.iter_decoded(paths, workers=0)] == paths
-
-
-def test_iter_decoded_bounds_work_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
-    started: list[str] = []
-    lock = threading.Lock()
-
-    def fake(path: str, size: int = 256) -> Image.Image:
-        with lock:
-            started.append(path)
-        time.sleep(0.002)
-        return Image.new("RGB", (size, size))
-
-    monkeypatch.setattr(images, "load_for_encoding", fake)
-    paths = [f"p{i}" for i in range(40)]
-    gen = images.iter_decoded(paths, size=8, workers=3, lookahead=5)
-    for consumed, (path, _img) in enumerate(gen, start=1):
-        time.sleep(0.001)  # a slow consumer: the pool must not run far ahead
-        assert path == paths[consumed - 1]
-        assert len(started) - consumed <= 5 - 1
-        if consumed == 10:
-            break
-    gen.close()  # stops early: pending work is cancelled, nothing raises
-    assert len(started) <= 10 + 5
-
-
-def test_iter_decoded_does_not_swallow_bugs(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(path: str, size: int = 256) -> Image.Image:
-        raise RuntimeError("a bug, not a bad file")
-
-    monkeypatch.setattr(images, "load_for_encoding", broken)
-    with pytest.raises(RuntimeError, match="a bug"):
-        list(images.iter_decoded(["a", "b"]))
 
 
 # --- real files from ../shared --------------------------------------------------------------

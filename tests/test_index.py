@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from desktop import index
-from desktop.index import AnnIndex, exact_search
+from desktop.index import AnnoyBackend, exact_search
 
 
 def clustered(n: int, dim: int, clusters: int, seed: int, spread: float = 1.0) -> np.ndarray:
@@ -52,15 +52,15 @@ def built_once(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarr
     data, queries = split(x, 20)
     ids = np.arange(len(data), dtype=np.int64) * 7 + 3  # not positions: catches mix-ups
     directory = tmp_path_factory.mktemp("built") / "enc"
-    assert AnnIndex(directory, 32).build(ids, data, version=11, n_trees=20)
+    assert AnnoyBackend(directory, 32).build(ids, data, version=11, n_trees=20)
     return directory, ids, data, queries
 
 
 @pytest.fixture
-def built(built_once, tmp_path: Path) -> tuple[AnnIndex, np.ndarray, np.ndarray, np.ndarray]:
+def built(built_once, tmp_path: Path) -> tuple[AnnoyBackend, np.ndarray, np.ndarray, np.ndarray]:
     """A private copy of a built index (tests may rebuild or break it)."""
     directory, ids, data, queries = built_once
-    idx = AnnIndex(shutil.copytree(directory, tmp_path / "enc"), 32)
+    idx = AnnoyBackend(shutil.copytree(directory, tmp_path / "enc"), 32)
     assert idx.load()
     return idx, ids, data, queries
 
@@ -93,7 +93,7 @@ def test_small_index_ann_equals_exact(tmp_path: Path, monkeypatch: pytest.Monkey
     x = clustered(530, 64, 20, seed=3)
     data, queries = split(x, 30)
     ids = np.arange(len(data), dtype=np.int64)
-    idx = AnnIndex(tmp_path, 64)
+    idx = AnnoyBackend(tmp_path, 64)
     idx.build(ids, data, version=1)
     calls = []
     real_topk = index._topk
@@ -119,7 +119,7 @@ def test_recall_at_10_on_100k_clustered_vectors(tmp_path: Path) -> None:
     x = clustered(100_200, 512, 1000, seed=4)
     data, queries = split(x, 200)
     ids = np.arange(len(data), dtype=np.int64)
-    idx = AnnIndex(tmp_path, 512)
+    idx = AnnoyBackend(tmp_path, 512)
     t0 = time.perf_counter()
     idx.build(ids, data, version=1)
     build_s = time.perf_counter() - t0
@@ -201,7 +201,7 @@ def test_allowed_filter(built, request, share: float, force_ann: bool) -> None:
 
 # ---- builds, swaps, crashes --------------------------------------------------------------
 def test_never_built_and_empty_index_return_extras_only(tmp_path: Path) -> None:
-    idx = AnnIndex(tmp_path / "new", 8)
+    idx = AnnoyBackend(tmp_path / "new", 8)
     assert not idx.load() and idx.size == 0 and idx.built_version is None and idx.built_at is None
     x = clustered(50, 8, 3, seed=6)
     extra_ids = np.arange(45) + 10**9
@@ -211,23 +211,23 @@ def test_never_built_and_empty_index_return_extras_only(tmp_path: Path) -> None:
     assert idx.build(np.empty(0, np.int64), np.empty((0, 8), np.float32), version=0)
     assert idx.size == 0 and idx.built_version == 0
     assert idx.search(x[:5], 3, extra_ids=extra_ids, extra_vectors=x[5:]) == want
-    assert AnnIndex(tmp_path / "new", 8).load()
+    assert AnnoyBackend(tmp_path / "new", 8).load()
 
 
 def test_reopen_returns_same_results(built, tmp_path: Path) -> None:
     idx, ids, data, queries = built
-    again = AnnIndex(idx.directory, 32)
+    again = AnnoyBackend(idx.directory, 32)
     assert again.load()
     assert (again.size, again.built_version, again.built_at) == (idx.size, idx.built_version, idx.built_at)
     assert again.search(queries, 10) == idx.search(queries, 10)
-    assert not AnnIndex(idx.directory, 64).load()  # another encoder's dim: not ours
+    assert not AnnoyBackend(idx.directory, 64).load()  # another encoder's dim: not ours
 
 
 def test_large_sparse_ids(tmp_path: Path) -> None:
     x = clustered(2010, 32, 10, seed=7)
     data, queries = split(x, 10)
     ids = 10**9 + np.random.default_rng(8).permutation(np.arange(len(data)) * 1000)
-    idx = AnnIndex(tmp_path, 32)
+    idx = AnnoyBackend(tmp_path, 32)
     idx.build(ids, data, version=1, n_trees=10)
     ann_file = next(tmp_path.glob("*.ann"))
     assert ann_file.stat().st_size < 20 * len(data) * 32 * 4  # sized by count, not by max id
@@ -242,7 +242,7 @@ def test_reader_never_sees_a_half_built_index(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(index, "SEARCH_K_MIN", 200)
     monkeypatch.setattr(index, "SEARCH_K_PER_RESULT", 10)
     dim, n, rounds = 32, 1500, 6
-    idx = AnnIndex(tmp_path, dim)
+    idx = AnnoyBackend(tmp_path, dim)
     queries = clustered(8, dim, 5, seed=9)
 
     def generation(g: int) -> tuple[np.ndarray, np.ndarray]:
@@ -297,7 +297,7 @@ def test_cancel_keeps_the_old_generation(built) -> None:
     assert not idx.build(np.arange(len(big)), big, version=99, on_progress=cancel_midway, cancel=cancel)
     assert idx.built_version == 11 and idx.search(queries, 10) == before
     assert files(idx.directory) == before_files
-    again = AnnIndex(idx.directory, 32)
+    again = AnnoyBackend(idx.directory, 32)
     assert again.load() and again.built_version == 11
 
 
@@ -318,7 +318,7 @@ def test_crash_mid_build_leaves_old_generation(built, when: str) -> None:
     assert reports[0] == (0, len(big))
     assert idx.built_version == 11 and idx.search(queries, 10) == before
     assert files(idx.directory) == before_files  # no partial generation, no temp files
-    again = AnnIndex(idx.directory, 32)
+    again = AnnoyBackend(idx.directory, 32)
     assert again.load() and again.built_version == 11 and again.search(queries, 10) == before
 
 
@@ -334,7 +334,7 @@ def test_leftovers_of_a_killed_build_are_swept(built) -> None:
 
 
 def test_build_rejects_bad_input(tmp_path: Path) -> None:
-    idx = AnnIndex(tmp_path, 4)
+    idx = AnnoyBackend(tmp_path, 4)
     with pytest.raises(ValueError):
         idx.build(np.arange(3), np.zeros((3, 5), np.float32), version=1)
     with pytest.raises(ValueError):
@@ -342,3 +342,24 @@ def test_build_rejects_bad_input(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         idx.search(np.zeros((1, 5), np.float32), 3)
     assert files(tmp_path) == set()
+
+
+def test_add_and_remove_are_searched_until_the_next_build(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    data = rng.normal(size=(40, 16)).astype(np.float32)
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    idx = AnnoyBackend(tmp_path, 16)
+    assert isinstance(idx, index.IndexBackend)
+    assert idx.build(np.arange(30), data[:30], version=30, n_trees=5)
+    idx.add(np.arange(30, 40), data[30:], version=40)  # stored since the build
+    assert idx.version == 40 and idx.built_version == 30
+    assert ids_of(idx.search(data[35], 1)) == [[35]]
+    moved = data[0] * -1.0  # a photo re-encoded: its newer vector replaces the built one
+    idx.add(np.array([0]), moved[None, :], version=41)
+    assert ids_of(idx.search(moved, 1)) == [[0]]
+    idx.remove(np.array([35]))
+    assert 35 not in ids_of(idx.search(data[35], 5))[0]
+    idx.add(np.arange(30, 40), data[30:], version=40)  # an older add is ignored
+    assert 35 not in ids_of(idx.search(data[35], 5))[0]
+    assert idx.build(np.arange(40), data, version=41, n_trees=5)  # the build covers them
+    assert idx.version == 41 and ids_of(idx.search(data[35], 1)) == [[35]]

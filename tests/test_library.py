@@ -132,11 +132,11 @@ def test_corrupt_and_empty_files_are_skipped_with_a_reason(lib: Library, photos:
 def test_new_photo_is_findable_before_the_index_is_rebuilt(lib: Library, photos: Path) -> None:
     lib.add_root(photos)
     lib.index()
-    built = lib._index(lib.encoder.id, lib.encoder.dim).built_version
+    built = lib.store.index(lib.encoder.id, lib.encoder.dim).built_version
     make_photo(photos / "purple.jpg", (130, 40, 170))
     lib.scan()
     lib.encode_pending()  # no build_index: the new vector lives only in the catalog
-    assert lib._index(lib.encoder.id, lib.encoder.dim).built_version == built
+    assert lib.store.index(lib.encoder.id, lib.encoder.dim).built_version == built
     assert names(lib.search("purple", k=1)) == ["purple.jpg"]
 
 
@@ -230,3 +230,74 @@ def test_cancel_between_batches_then_resume(lib: Library, tmp_path: Path) -> Non
     ids, matrix, _ = lib.catalog.vectors(lib.encoder.id)
     assert len(ids) == len(set(ids.tolist())) == 80
     assert np.allclose(np.linalg.norm(matrix, axis=1), 1, atol=1e-5)
+
+
+class ListBackend:
+    """A second IndexBackend, exact over a list in memory: the search code works with any
+    backend through the interface alone (as a vector server's module would)."""
+
+    def __init__(self, directory: Path, dim: int) -> None:
+        self.dim, self.built_version, self.built_at = dim, None, None
+        self.rows: dict[int, np.ndarray] = {}
+        self._version = 0
+        self.builds = 0
+
+    @property
+    def version(self) -> int:
+        return max(self.built_version or 0, self._version)
+
+    @property
+    def size(self) -> int:
+        return len(self.rows)
+
+    def load(self) -> bool:
+        return self.built_version is not None
+
+    def build(self, ids, vectors, version, *, on_progress=None, cancel=None) -> bool:  # noqa: ANN001
+        self.rows = {int(i): v for i, v in zip(ids, vectors, strict=True)}
+        self.built_version, self.built_at, self.builds = int(version), time.time(), self.builds + 1
+        return True
+
+    def add(self, ids, vectors, version) -> None:  # noqa: ANN001
+        self.rows.update({int(i): v for i, v in zip(ids, vectors, strict=True)})
+        self._version = max(self._version, int(version))
+
+    def remove(self, ids) -> None:  # noqa: ANN001
+        for i in ids:
+            self.rows.pop(int(i), None)
+
+    def search(self, queries, k, *, allowed=None, exact=False):  # noqa: ANN001, ANN201
+        keep = [i for i in self.rows if allowed is None or i in set(allowed.tolist())]
+        out = []
+        for q in np.atleast_2d(queries):
+            scored = sorted(((float(self.rows[i] @ q), i) for i in keep), reverse=True)[:k]
+            out.append([(i, s) for s, i in scored])
+        return out
+
+    def sweep(self) -> None:
+        pass
+
+
+def test_search_runs_through_any_index_backend(photos: Path, tmp_path: Path) -> None:
+    from desktop.index import IndexBackend
+
+    made: list[ListBackend] = []
+
+    def backend(directory: Path, dim: int) -> ListBackend:
+        made.append(ListBackend(directory, dim))
+        return made[-1]
+
+    with Library(tmp_path / "annoy", encoder="colors") as annoy, \
+            Library(tmp_path / "list", encoder="colors", index_backend=backend) as listed:
+        for lib in (annoy, listed):
+            lib.add_root(photos)
+            lib.index()
+        assert made and isinstance(made[0], IndexBackend) and made[0].builds == 1
+        for query in ("red", "blue", "green"):
+            assert names(listed.search(query, k=4)) == names(annoy.search(query, k=4))
+        assert names(listed.search("red", k=3, filters=Filters(exts=(".png",)))) == \
+            names(annoy.search("red", k=3, filters=Filters(exts=(".png",))))
+        make_photo(photos / "red-new.jpg", "red", seed=99)
+        listed.scan()
+        listed.encode_pending()  # stored, not yet built into the index: search add()s it
+        assert made[0].builds == 1 and "red-new.jpg" in names(listed.search("red", k=4))

@@ -174,7 +174,7 @@ def test_download_offer_fetches_then_switches_the_encoder(
     qtbot.addWidget(window)
     window.show()
     try:
-        with qtbot.waitSignal(window.jobs.indexer.indexed, timeout=WAIT_MS):
+        with qtbot.waitSignal(window.jobs.indexing.indexed, timeout=WAIT_MS):
             window.start()
         old_id = lib.encoder.id
         dest = tmp_path / "models" / "tiny.safetensors"
@@ -187,7 +187,7 @@ def test_download_offer_fetches_then_switches_the_encoder(
         dialog = window.model_offer.dialog
         assert dialog is not None and dialog.isVisible() and not dialog.isModal()
         assert f"about {target.size_mb} MB" in dialog.intro.text()
-        with qtbot.waitSignal(window.jobs.indexer.encoder_switched, timeout=WAIT_MS):
+        with qtbot.waitSignal(window.jobs.indexing.encoder_switched, timeout=WAIT_MS):
             dialog.start_button.click()
         assert dest.read_bytes() == tiny_checkpoint.read_bytes()
         assert dialog.bar.value() == 1000 and not dialog.isVisible()

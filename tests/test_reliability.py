@@ -87,10 +87,10 @@ def consistent(lib: Library) -> None:
 def index_matches_catalog(lib: Library) -> None:
     """The ANN index on disk holds exactly the catalog's live vectors for the encoder."""
     eid = lib.encoder.id
-    from desktop.index import AnnIndex
+    from desktop.index import AnnoyBackend
     from desktop.settings import encoder_slug
 
-    idx = AnnIndex(lib.paths.index_dir / encoder_slug(eid), lib.encoder.dim)
+    idx = AnnoyBackend(lib.paths.index_dir / encoder_slug(eid), lib.encoder.dim)
     assert idx.load(), "no index on disk"
     ids, matrix, top = lib.catalog.vectors(eid)
     assert idx.built_version == top
@@ -299,7 +299,7 @@ def _annotate(lib: Library, photo_ids: list[int]) -> None:
             c.set_caption(pid, "user", f"my words for {pid}", edited=True)
             c.set_tags(pid, "user", [(f"tag{pid}", None), ("holiday", None)])
 
-    lib._write(write)
+    lib.store.write(write)
 
 
 def _annotations(lib: Library, photo_id: int) -> tuple:
@@ -729,7 +729,7 @@ def test_unmounted_root_keeps_its_photos_offline_and_comes_back_intact(lib: Libr
     assert report.offline == [str(disk.root)] and report.removed == 0
     root = lib.roots()[0]
     assert not root.online and lib.catalog.counts(root.id)["photos"] == 12
-    lib._write(lambda c: c.purge_gone(older_than=0))  # even an eager purge keeps offline photos
+    lib.store.write(lambda c: c.purge_gone(older_than=0))  # even an eager purge keeps offline photos
     hits = lib.search("red", k=12)
     assert {h.photo_id for h in hits} == set(ids.values()) and not any(h.photo.online for h in hits)
 
@@ -885,6 +885,7 @@ def test_a_crash_in_the_middle_of_a_schema_migration_leaves_the_old_schema(tmp_p
     child = r"""
 import sys, time
 from desktop import catalog
+from desktop.catalog import db as schema  # the migrations live in the catalog package's db module
 
 def slow_upgrade(db):  # a future migration: two tables, and the process dies in between
     db["future_a"].create({"id": int}, pk="id")
@@ -893,8 +894,8 @@ def slow_upgrade(db):  # a future migration: two tables, and the process dies in
     time.sleep(60)
     db["future_b"].create({"id": int}, pk="id")
 
-catalog.MIGRATIONS.append(slow_upgrade)
-catalog.SCHEMA_VERSION = len(catalog.MIGRATIONS)
+schema.MIGRATIONS.append(slow_upgrade)
+schema.SCHEMA_VERSION = len(schema.MIGRATIONS)
 catalog.Catalog(sys.argv[1])
 """
     proc = spawn(child, str(db))
@@ -1102,8 +1103,8 @@ def test_a_full_catalog_disk_stops_indexing_clearly_and_the_next_run_resumes(lib
     lib.index()
     write_pngs(root, 300, start=100, size=24)
     # SQLite's own page limit on the writer connection: the real SQLITE_FULL code path.
-    pages = lib._write(lambda c: c.conn.execute("PRAGMA page_count").fetchone()[0])
-    lib._write(lambda c: c.conn.execute(f"PRAGMA max_page_count={pages + 12}"))
+    pages = lib.store.write(lambda c: c.conn.execute("PRAGMA page_count").fetchone()[0])
+    lib.store.write(lambda c: c.conn.execute(f"PRAGMA max_page_count={pages + 12}"))
     with pytest.raises(LibraryError, match="disk is full") as info:
         lib.index()
     assert "everything indexed before this is kept" in str(info.value)
@@ -1111,7 +1112,7 @@ def test_a_full_catalog_disk_stops_indexing_clearly_and_the_next_run_resumes(lib
     states = _states(lib)
     assert "skipped" not in states and states.get("ok", 0) >= 100, states
     done_rowids = vector_rowids(lib.paths.catalog, COLORS_ID)
-    lib._write(lambda c: c.conn.execute("PRAGMA max_page_count=1073741823"))  # space freed
+    lib.store.write(lambda c: c.conn.execute("PRAGMA max_page_count=1073741823"))  # space freed
     report = lib.index()
     assert report.encoded == 400 - len(done_rowids)
     assert {p: r for p, r in vector_rowids(lib.paths.catalog, COLORS_ID).items() if p in done_rowids} == done_rowids
@@ -1141,7 +1142,7 @@ def test_a_really_full_disk_under_the_data_dir(tmp_path: Path) -> None:
             report = lib.index()
             assert report.encoded == 800 - len(done)
             index_matches_catalog(lib)
-            built = lib._index(COLORS_ID, lib.encoder.dim).built_version
+            built = lib.store.index(COLORS_ID, lib.encoder.dim).built_version
 
             write_pngs(root, 200, start=800, size=24)  # new photos, and the disk fills up again
             lib.scan()
@@ -1152,10 +1153,10 @@ def test_a_really_full_disk_under_the_data_dir(tmp_path: Path) -> None:
             with pytest.raises(LibraryError, match="disk is full"):
                 lib.build_index(force=True)
             assert not [p for p in (home / "index").rglob("*") if p.suffix == ".tmp"]
-            from desktop.index import AnnIndex
+            from desktop.index import AnnoyBackend
             from desktop.settings import encoder_slug
 
-            old = AnnIndex(home / "index" / encoder_slug(COLORS_ID), lib.encoder.dim)
+            old = AnnoyBackend(home / "index" / encoder_slug(COLORS_ID), lib.encoder.dim)
             assert old.load() and old.built_version == built  # the last good index is intact
             assert len(lib.search("red", k=5)) == 5  # and search works (new vectors searched exactly)
             (home / "filler").unlink()

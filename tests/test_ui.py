@@ -53,7 +53,7 @@ def window(qtbot, lib: Library, settings: QSettings):
 
 
 def start_and_wait(qtbot, window: MainWindow) -> None:
-    with qtbot.waitSignal(window.jobs.indexer.indexed, timeout=WAIT_MS):
+    with qtbot.waitSignal(window.jobs.indexing.indexed, timeout=WAIT_MS):
         window.start()
 
 
@@ -125,10 +125,10 @@ def test_adding_a_folder_indexes_it_while_the_progress_bar_advances(
         make_photo(folder / f"p{i:03d}.jpg", ["red", "green", "blue"][i % 3], seed=i)
     start_and_wait(qtbot, window)  # empty library
     seen: list[tuple[str, int, int]] = []
-    window.jobs.indexer.progressed.connect(
+    window.jobs.indexing.progressed.connect(
         lambda p: seen.append((p.stage, window.progress.value(), window.progress.maximum())))
     monkeypatch.setattr(sidebar_module, "choose_folder", lambda parent: str(folder))
-    with qtbot.waitSignal(window.jobs.indexer.indexed, timeout=WAIT_MS) as blocker:
+    with qtbot.waitSignal(window.jobs.indexing.indexed, timeout=WAIT_MS) as blocker:
         window.sidebar.add_button.click()
     assert blocker.args[0].encoded == 150
     encode = [(v, m) for stage, v, m in seen if stage == "encode"]
@@ -186,12 +186,12 @@ def test_closing_during_indexing_keeps_a_consistent_catalog_that_the_next_start_
     lib.add_root(folder)
     window = make_window(qtbot, lib, settings)
     reports = []
-    window.jobs.indexer.indexed.connect(reports.append)
-    with qtbot.waitSignal(window.jobs.indexer.progressed, timeout=WAIT_MS,
+    window.jobs.indexing.indexed.connect(reports.append)
+    with qtbot.waitSignal(window.jobs.indexing.progressed, timeout=WAIT_MS,
                           check_params_cb=lambda p: p.stage == "encode" and p.done >= 32):
         window.start()
     window.close()  # during encoding: cancels between batches and waits
-    assert not window.jobs.indexer.is_running()
+    assert not window.jobs.indexing.is_running()
     qtbot.waitUntil(lambda: bool(reports), timeout=WAIT_MS)
     assert reports[-1].cancelled
     lib.close()
@@ -207,7 +207,7 @@ def test_closing_during_indexing_keeps_a_consistent_catalog_that_the_next_start_
     lib2 = Library(home)  # the encoder comes from the catalog
     window2 = make_window(qtbot, lib2, settings)
     try:
-        with qtbot.waitSignal(window2.jobs.indexer.indexed, timeout=WAIT_MS) as blocker:
+        with qtbot.waitSignal(window2.jobs.indexing.indexed, timeout=WAIT_MS) as blocker:
             window2.start()
         report = blocker.args[0]
         assert not report.cancelled and report.encoded == 200 - vectors and report.new_photos == 0
@@ -224,7 +224,7 @@ def test_unavailable_encoder_still_opens_the_window_with_an_actionable_message(
     lib.add_root(photos)
     window = make_window(qtbot, lib, settings)
     try:
-        with qtbot.waitSignal(window.jobs.indexer.model_failed, timeout=WAIT_MS):
+        with qtbot.waitSignal(window.jobs.indexing.model_failed, timeout=WAIT_MS):
             window.start()
         assert window.message_bar.isVisible()
         text = window.message_bar.text.text()
@@ -339,7 +339,7 @@ def test_run_app_opens_the_window_and_indexes_a_folder_argument(home: Path, phot
         "seen = {}\n"
         "def check():\n"
         "    wins = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]\n"
-        "    report = wins[0].jobs.indexer.last_report if wins else None\n"
+        "    report = wins[0].jobs.indexing.last_report if wins else None\n"
         "    if report is not None and report.encoded:\n"
         "        seen['encoded'] = report.encoded\n"
         "        wins[0].close()\n"
@@ -402,17 +402,17 @@ def test_pause_and_resume_indexing(qtbot, window: MainWindow, lib: Library, tmp_
         make_photo(folder / f"p{i:03d}.jpg", ["red", "green"][i % 2], seed=i)
     lib.add_root(folder)
     slow_encoder(monkeypatch)
-    with qtbot.waitSignal(window.jobs.indexer.progressed, timeout=WAIT_MS,
+    with qtbot.waitSignal(window.jobs.indexing.progressed, timeout=WAIT_MS,
                           check_params_cb=lambda p: p.stage == "encode"):
         window.start()
     assert window.pause_button.isVisible() and window.progress.isVisible()
-    with qtbot.waitSignal(window.jobs.indexer.indexed, timeout=WAIT_MS) as paused:
+    with qtbot.waitSignal(window.jobs.indexing.indexed, timeout=WAIT_MS) as paused:
         window.pause_button.click()
     assert paused.args[0].cancelled and window.pause_button.text() == "Resume"
-    qtbot.waitUntil(lambda: window.jobs.indexer.state == "paused", timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: window.jobs.indexing.state == "paused", timeout=WAIT_MS)
     assert "paused" in window.status_label.text().lower()
     done_before = 160 - lib.catalog.count_to_encode("colors:hist-v1")
-    with qtbot.waitSignal(window.jobs.indexer.indexed, timeout=WAIT_MS) as resumed:
+    with qtbot.waitSignal(window.jobs.indexing.indexed, timeout=WAIT_MS) as resumed:
         window.pause_button.click()
     assert not resumed.args[0].cancelled and resumed.args[0].encoded == 160 - done_before
     assert window.pause_button.text() == "Pause"
@@ -421,7 +421,7 @@ def test_pause_and_resume_indexing(qtbot, window: MainWindow, lib: Library, tmp_
 def test_switching_encoders_reindexes_while_search_keeps_the_old_vectors(
     qtbot, window: MainWindow, lib: Library, photos: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import desktop.library as library_module
+    import desktop.store as library_module  # where the data dir creates its encoders
     import plugins.colors as colors
 
     lib.add_root(photos)
@@ -442,17 +442,17 @@ def test_switching_encoders_reindexes_while_search_keeps_the_old_vectors(
 
     monkeypatch.setattr(library_module, "create_encoder",
                         lambda spec, **kw: NewModel() if spec == "colors-next" else real_create(spec, **kw))
-    with qtbot.waitSignal(window.jobs.indexer.encoder_switched, timeout=WAIT_MS):
-        window.jobs.indexer.switch_encoder("colors-next", None, "auto")
-    qtbot.waitUntil(lambda: window.jobs.indexer.state == "indexing", timeout=WAIT_MS)
+    with qtbot.waitSignal(window.jobs.indexing.encoder_switched, timeout=WAIT_MS):
+        window.jobs.indexing.switch_encoder("colors-next", None, "auto")
+    qtbot.waitUntil(lambda: window.jobs.indexing.state == "indexing", timeout=WAIT_MS)
     answered_by: list[str] = []
-    real_query_encoder = lib.query_encoder
-    monkeypatch.setattr(lib, "query_encoder", lambda: answered_by.append(real_query_encoder().id) or
+    real_query_encoder = lib.store.query_encoder  # what every search asks
+    monkeypatch.setattr(lib.store, "query_encoder", lambda: answered_by.append(real_query_encoder().id) or
                         real_query_encoder())
     window.search_bar.set_text("red")  # while the new model has encoded nothing yet
     qtbot.waitUntil(lambda: bool(answered_by), timeout=WAIT_MS)
     assert answered_by[0] == "colors:hist-v1"  # the old vectors answer...
-    with qtbot.waitSignal(window.jobs.indexer.indexed, timeout=WAIT_MS) as blocker:
+    with qtbot.waitSignal(window.jobs.indexing.indexed, timeout=WAIT_MS) as blocker:
         gate.set()  # (the query waited for the batch in flight: one encoder at a time)
     qtbot.waitUntil(lambda: window.results is not None and window.results.query.text == "red", timeout=WAIT_MS)
     assert sorted(names(window)[:2]) == ["red-1.jpg", "red-2.png"]
@@ -471,8 +471,8 @@ def test_sidebar_shows_an_offline_library_and_switches_watching(qtbot, window: M
         row.watch.setChecked(False)
     assert not lib.roots()[0].watch
     photos.rename(photos.with_name("unplugged"))  # the disk goes away
-    with qtbot.waitSignal(window.jobs.indexer.indexed, timeout=WAIT_MS) as blocker:
-        window.jobs.indexer.request_index()
+    with qtbot.waitSignal(window.jobs.indexing.indexed, timeout=WAIT_MS) as blocker:
+        window.jobs.indexing.request_index()
     assert blocker.args[0].offline == [str(photos)]
     qtbot.waitUntil(lambda: "offline" in window.sidebar.rows[str(photos)].counts.text(), timeout=WAIT_MS)
     assert "offline" in window.message_bar.text.text() and "kept" in window.message_bar.text.text()
@@ -491,13 +491,12 @@ def click_item(qtbot, widget, item) -> None:
 
 def test_clicking_a_tag_in_the_sidebar_shows_its_photos(qtbot, window: MainWindow, lib: Library,
                                                        photos: Path) -> None:
-    from desktop import captions
 
     lib.add_root(photos)
     start_and_wait(qtbot, window)
     qtbot.waitUntil(lambda: window.model.rowCount() == 12, timeout=WAIT_MS)
     for name in ("red-1.jpg", "sub/blue-2.png"):
-        captions.set_tags(lib, lib.catalog.photo_by_path(str(photos / name)).id, ["holiday"])
+        lib.set_tags(lib.catalog.photo_by_path(str(photos / name)).id, ["holiday"])
     panel = window.sidebar.tags
     panel.refresh()
     qtbot.waitUntil(lambda: "holiday" in panel.visible_tags(), timeout=WAIT_MS)
@@ -512,7 +511,6 @@ def test_clicking_a_tag_in_the_sidebar_shows_its_photos(qtbot, window: MainWindo
 
 def test_editing_a_caption_in_the_detail_panel_makes_it_findable(qtbot, window: MainWindow, lib: Library,
                                                                  photos: Path) -> None:
-    from desktop import captions
 
     lib.add_root(photos)
     start_and_wait(qtbot, window)
@@ -527,7 +525,7 @@ def test_editing_a_caption_in_the_detail_panel_makes_it_findable(qtbot, window: 
     with qtbot.waitSignal(window.detail.text_changed, timeout=WAIT_MS) as sig:
         qtbot.mouseClick(editor.save_button, Qt.MouseButton.LeftButton)
     assert sig.args == [photo_id]
-    assert [Path(h.path).name for h in captions.find_words(lib, "constance")] == ["green-1.jpg"]
+    assert [Path(h.path).name for h in lib.find_words("constance")] == ["green-1.jpg"]
     qtbot.waitUntil(lambda: editor.source_label.text() == "Your caption.", timeout=WAIT_MS)
     qtbot.waitUntil(lambda: "holiday" in window.sidebar.tags.visible_tags(), timeout=WAIT_MS)  # panel refreshed
 

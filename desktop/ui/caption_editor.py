@@ -22,9 +22,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop import captions
 from desktop.catalog import USER, Caption, PhotoText
-from desktop.library import Library
+from desktop.library import Library, parse_tags
 from desktop.ui.tags_panel import Runner, run_now
 
 log = logging.getLogger(__name__)
@@ -101,8 +100,8 @@ class CaptionEditor(QWidget):
         token, lib = self._token, self.library
 
         def load() -> tuple[PhotoText | None, list[Caption], list[str]]:
-            known = [t for t, _ in captions.tag_counts(lib, limit=5000)]
-            return captions.photo_text(lib, photo_id), lib.catalog.captions(photo_id), known
+            known = [t for t, _ in lib.tag_counts(limit=5000)]
+            return lib.photo_text(photo_id), lib.catalog.captions(photo_id), known
 
         self.runner(load, lambda result: self._loaded_for(token, result), self.failed.emit)
 
@@ -138,7 +137,7 @@ class CaptionEditor(QWidget):
         return " ".join(self.caption_edit.toPlainText().split())
 
     def tags(self) -> list[str]:
-        return captions.parse_tags(self.tags_edit.text())
+        return parse_tags(self.tags_edit.text())
 
     def dirty(self) -> bool:
         shown = self._loaded
@@ -160,9 +159,9 @@ class CaptionEditor(QWidget):
 
         def write() -> int:
             if new_caption:
-                captions.set_caption(lib, photo_id, caption)
+                lib.set_caption(photo_id, caption)
             if new_tags:
-                captions.set_tags(lib, photo_id, tags)
+                lib.set_tags(photo_id, tags)
             return photo_id
 
         self.runner(write, self._written, self.failed.emit)
@@ -173,8 +172,8 @@ class CaptionEditor(QWidget):
             return
 
         def write() -> int:
-            captions.set_caption(lib, photo_id, None)
-            captions.set_tags(lib, photo_id, None)
+            lib.set_caption(photo_id, None)
+            lib.set_tags(photo_id, None)
             return photo_id
 
         self.runner(write, self._written, self.failed.emit)

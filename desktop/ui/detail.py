@@ -10,7 +10,7 @@ import logging
 import os
 from datetime import datetime
 
-from PySide6.QtCore import QRect, QSize, Qt, QUrl, Signal
+from PySide6.QtCore import QProcess, QRect, QSize, Qt, QUrl, Signal
 from PySide6.QtGui import QColor, QDesktopServices, QImage, QPainter, QPaintEvent, QPixmap
 from PySide6.QtWidgets import (
     QFormLayout,
@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 from desktop.catalog import Photo
 from desktop.jobs import Details, Jobs, load_preview, photo_details
 from desktop.library import Hit
+from desktop.media import clock
 from desktop.ui.caption_editor import CaptionEditor
 from desktop.ui.tags_panel import jobs_runner
 
@@ -145,6 +146,12 @@ class DetailPanel(QFrame):
         self.folder_button = QPushButton("Open containing folder", body)
         self.folder_button.clicked.connect(self._open_folder_clicked)
         buttons.addWidget(self.folder_button)
+        # A video: play it from the moment that matched (mpv/VLC take a start time; else the
+        # default player opens it from the start).
+        self.play_button = QPushButton("Play", body)
+        self.play_button.clicked.connect(self._play_clicked)
+        self.play_button.hide()
+        buttons.addWidget(self.play_button)
         buttons.addStretch(1)
         layout.addLayout(buttons)
 
@@ -154,7 +161,7 @@ class DetailPanel(QFrame):
         form.setLabelAlignment(Qt.AlignmentFlag.AlignLeft)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         self.fields: dict[str, QLabel] = {}
-        for name in ("Taken", "Camera", "Dimensions", "File size", "Match", "Also at"):
+        for name in ("Taken", "Camera", "Dimensions", "Duration", "Moment", "File size", "Match", "Also at"):
             value = QLabel("—", body)
             value.setObjectName("DetailValue")
             value.setWordWrap(True)
@@ -196,8 +203,12 @@ class DetailPanel(QFrame):
     def show_hit(self, hit: Hit | None, browsing: bool = True) -> None:
         if hit is not None and self.hit is not None and hit.photo == self.hit.photo:
             # Same photo after a refresh of the results: keep the preview, update the score.
+            moved = hit.at_s != self.hit.at_s
             self.hit = hit
             self.fields["Match"].setText("—" if browsing else f"{hit.score:.3f}")
+            self._fill_moment(hit)
+            if moved:  # another query matched another moment of the same video
+                self._load_preview(hit)
             return
         self.hit = hit
         self.details = None
@@ -215,6 +226,7 @@ class DetailPanel(QFrame):
             self._set_status("")
             self.editor.set_photo(None)
             self.preview.set_pixmap(None, "")
+            self.play_button.hide()
             return
         photo = hit.photo
         self.title.setText(os.path.basename(photo.path))
@@ -222,11 +234,23 @@ class DetailPanel(QFrame):
         self._fill(photo, hit.score, browsing)
         self._set_status("")
         self.editor.set_photo(photo.id)
+        self._fill_moment(hit)
         self.preview.set_pixmap(None, "Loading preview…")
         self._load_details(photo.id)
-        self.jobs.run(load_preview, self.jobs.library, photo,
+        self._load_preview(hit)
+
+    def _load_preview(self, hit: Hit) -> None:
+        photo = hit.photo
+        self.jobs.run(load_preview, self.jobs.library, photo, at_s=hit.at_s,
                       on_result=lambda img, pid=photo.id: self._preview_loaded(pid, img),
                       on_error=lambda m, pid=photo.id: self._preview_failed(pid, m))
+
+    def _fill_moment(self, hit: Hit) -> None:
+        photo = hit.photo
+        self.fields["Duration"].setText(clock(photo.duration_s) if photo.duration_s is not None else "—")
+        self.fields["Moment"].setText(clock(hit.at_s) if hit.at_s is not None else "—")
+        self.play_button.setVisible(photo.is_video)
+        self.play_button.setText(f"Play from {clock(hit.at_s)}" if hit.at_s else "Play")
 
     def reload(self) -> None:
         """Read the selected photo's details again (after its caption or tags changed)."""
@@ -296,6 +320,26 @@ class DetailPanel(QFrame):
     def _open_folder_clicked(self) -> None:
         if self.hit is not None and not open_folder(self.hit.photo.path):
             log.warning("could not open the folder of %s", self.hit.photo.path)
+
+    def play_command(self) -> list[str]:
+        """What Play runs for the selected video: a player at the moment, or [] (default app)."""
+        if self.hit is None or not self.hit.photo.is_video:
+            return []
+        try:
+            return self.jobs.library.player_command(self.hit.photo, self.hit.at_s or 0.0)
+        except Exception as exc:  # a vanished file: say so, open nothing
+            self._set_status(str(exc))
+            return []
+
+    def _play_clicked(self) -> None:
+        if self.hit is None:
+            return
+        command = self.play_command()
+        started = QProcess.startDetached(command[0], command[1:]) if command else False
+        if started[0] if isinstance(started, tuple) else started:
+            return
+        if not QDesktopServices.openUrl(QUrl.fromLocalFile(self.hit.photo.path)):
+            log.warning("could not open %s", self.hit.photo.path)
 
     def _caption_clicked(self) -> None:
         if self.hit is None:

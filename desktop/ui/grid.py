@@ -50,9 +50,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop.images import is_image_path
 from desktop.jobs import ThumbnailLoader, thumb_key
 from desktop.library import Hit
+from desktop.media import clock, is_media_path
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def local_image_paths(mime: QMimeData) -> list[str]:
     if not mime.hasUrls():
         return []
     paths = [u.toLocalFile() for u in mime.urls() if u.isLocalFile()]
-    return [p for p in paths if p and os.path.isfile(p) and is_image_path(p)]
+    return [p for p in paths if p and os.path.isfile(p) and is_media_path(p)]
 
 
 class PhotoModel(QIdentityProxyModel):
@@ -261,6 +261,8 @@ class PhotoDelegate(QStyledItemDelegate):
             w, h = int(w * scale), int(h * scale)
             target = QRect(box.x() + (THUMB - w) // 2, box.y() + (THUMB - h) // 2, w, h)
             painter.drawPixmap(target, pixmap)
+            if hit is not None and hit.photo.is_video:
+                self._badge(painter, target, hit)
         else:
             path = QPainterPath()
             path.addRoundedRect(box.adjusted(10, 10, -10, -10), 6, 6)
@@ -275,6 +277,23 @@ class PhotoDelegate(QStyledItemDelegate):
         name = painter.fontMetrics().elidedText(title, Qt.TextElideMode.ElideMiddle, label.width())
         painter.drawText(label, _CENTER, name)
         painter.restore()
+
+
+    def _badge(self, painter: QPainter, picture: QRect, hit: Hit) -> None:
+        """A video's poster carries its length (and the matched moment) bottom right."""
+        d = hit.photo.duration_s
+        text = "▶ " + (clock(d).split(".")[0] if d is not None else "video")
+        if hit.at_s is not None:
+            text = f"▶ {clock(hit.at_s)}" + (f" / {clock(d).split('.')[0]}" if d is not None else "")
+        painter.setFont(self.font)
+        fm = painter.fontMetrics()
+        w, h = fm.horizontalAdvance(text) + 10, fm.height() + 4
+        badge = QRect(picture.right() - w - 4, picture.bottom() - h - 4, w, h)
+        path = QPainterPath()
+        path.addRoundedRect(badge, 4, 4)
+        painter.fillPath(path, QColor(0, 0, 0, 170))
+        painter.setPen(QColor("#ffffff"))
+        painter.drawText(badge, Qt.AlignmentFlag.AlignCenter, text)
 
 
 class PhotoGrid(QListView):

@@ -27,7 +27,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop import captions
 from desktop.jobs import Jobs, Query, Results, format_duration, load_small_image
 from desktop.library import IndexReport, LibraryStatus, Progress
 from desktop.ui.detail import DetailPanel
@@ -213,7 +212,7 @@ class MainWindow(QMainWindow):
 
     # -- wiring --
     def _wire(self) -> None:
-        jobs, indexer = self.jobs, self.jobs.indexer
+        jobs, indexer = self.jobs, self.jobs.indexing
         self.search_bar.query_changed.connect(self.run_query)
         self.search_bar.query_changed.connect(
             lambda query: self.save_album_button.setEnabled(bool(query.text.strip())))
@@ -256,7 +255,7 @@ class MainWindow(QMainWindow):
                 "Another Lumen is indexing this library, so this window is read-only: you can search, "
                 "but folders and settings cannot change here.", "warning")
             return
-        self.jobs.indexer.start()
+        self.jobs.indexing.start()
         if folder:
             self.add_folder(folder)
 
@@ -273,12 +272,12 @@ class MainWindow(QMainWindow):
     def show_tag(self, tag: str) -> None:
         """Fill the grid with the photos tagged `tag` (found on a worker, shown like results)."""
         lib = self.jobs.library
-        self._show_listing(f"Tag “{tag}”", Query(text=f"tag:{tag}"), lambda: captions.photos_with_tag(lib, tag))
+        self._show_listing(f"Tag “{tag}”", Query(text=f"tag:{tag}"), lambda: lib.photos_with_tag(tag))
 
     def show_album(self, name: str) -> None:
         """Fill the grid with a smart album's photos as they are now."""
         lib = self.jobs.library
-        self._show_listing(f"Album “{name}”", Query(text=name), lambda: captions.album_photos(lib, name))
+        self._show_listing(f"Album “{name}”", Query(text=name), lambda: lib.album_photos(name))
 
     def save_search_as_album(self) -> None:
         """Save the search bar's words as a smart album (listed in the sidebar)."""
@@ -293,7 +292,7 @@ class MainWindow(QMainWindow):
         self.search_bar.set_similar(photo_id, path)
 
     def toggle_pause(self) -> None:
-        indexer = self.jobs.indexer
+        indexer = self.jobs.indexing
         if indexer.paused:
             indexer.resume()
             self.pause_button.setText("Pause")
@@ -422,7 +421,7 @@ class MainWindow(QMainWindow):
         self.progress.hide()
         if report.cancelled:
             self.status_label.setText("Indexing paused — everything finished so far is kept."
-                                      if self.jobs.indexer.paused else "Indexing stopped.")
+                                      if self.jobs.indexing.paused else "Indexing stopped.")
         else:
             self.pause_button.hide()
             self.status_label.setText(
@@ -461,7 +460,7 @@ class MainWindow(QMainWindow):
             self._browse_timer.start()
         elif state != "indexing":
             self._browse_timer.stop()
-        if state == "paused" and self.jobs.indexer.paused:  # not a stale signal from before a resume
+        if state == "paused" and self.jobs.indexing.paused:  # not a stale signal from before a resume
             self.pause_button.setText("Resume")
             self.pause_button.show()
             self.progress.hide()
@@ -469,7 +468,7 @@ class MainWindow(QMainWindow):
             self.pause_button.hide()
             self.progress.hide()
             self.sidebar.tags.refresh()  # captions of the last pass are written by now
-        elif state == "idle" and not self.jobs.indexer.paused:
+        elif state == "idle" and not self.jobs.indexing.paused:
             self.pause_button.hide()
         if state == "loading":
             self.status_label.setText(f"Loading the model {self.jobs.library.encoder_spec}…")
@@ -487,7 +486,7 @@ class MainWindow(QMainWindow):
         self.sidebar.set_model_text(f"Model: {spec} (re-indexing)")
 
     def _status_loaded(self, status: LibraryStatus) -> None:
-        if self.jobs.indexer.state in ("idle", "watching") and not self.progress.isVisible():
+        if self.jobs.indexing.state in ("idle", "watching") and not self.progress.isVisible():
             photos = sum(r.counts["photos"] for r in status.roots)
             watching = sum(1 for r in status.roots if r.root.watch and r.root.online)
             text = f"{photos:,} photos".replace(",", " ")

@@ -150,7 +150,7 @@ class DownloadDialog(QDialog):
         self.bar.setValue(1000)
         self.state.setText(f"Downloaded to {path}. Switching to {self.target.title}…")
         lib = self.jobs.library
-        self.jobs.indexer.switch_encoder(self.target.spec, self.target.weights, lib.device or "auto")
+        self.jobs.indexing.switch_encoder(self.target.spec, self.target.weights, lib.device or "auto")
         self.switched.emit(self.target.spec)
         self.accept()
 

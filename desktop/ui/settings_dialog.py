@@ -161,7 +161,7 @@ class SettingsDialog(QDialog):
         old = self.initial
         if (choice.encoder, choice.weights, choice.device) != (old.encoder, old.weights, old.device):
             log.info("encoder %s -> %s (weights %s, device %s)", old.encoder, choice.encoder, choice.weights, choice.device)
-            self.jobs.indexer.switch_encoder(choice.encoder, choice.weights, choice.device)
+            self.jobs.indexing.switch_encoder(choice.encoder, choice.weights, choice.device)
             return True
         return False
 

@@ -25,7 +25,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop import captions
 from desktop.catalog import Album
 from desktop.library import Library
 
@@ -122,8 +121,8 @@ class TagsPanel(QWidget):
     def refresh(self) -> None:
         """Reload tags and albums (call after captioning batches, edits, album changes)."""
         lib = self.library
-        self.runner(lambda: captions.tag_counts(lib), self._show_tags, self.failed.emit)
-        self.runner(lambda: captions.albums(lib), self._show_albums, self.failed.emit)
+        self.runner(lambda: lib.tag_counts(), self._show_tags, self.failed.emit)
+        self.runner(lambda: lib.albums(), self._show_albums, self.failed.emit)
 
     def _show_tags(self, counts: list[tuple[str, int]]) -> None:
         self._tags = counts
@@ -170,7 +169,7 @@ class TagsPanel(QWidget):
             self.albums_changed.emit()
             self.refresh()
 
-        self.runner(lambda: captions.save_album(lib, name, query, mode, filters), saved, self.failed.emit)
+        self.runner(lambda: lib.save_album(name, query, mode, filters), saved, self.failed.emit)
 
     def _add_album_clicked(self) -> None:
         answer = ask_album(self)
@@ -187,4 +186,4 @@ class TagsPanel(QWidget):
             self.albums_changed.emit()
             self.refresh()
 
-        self.runner(lambda: captions.delete_album(lib, name), deleted, self.failed.emit)
+        self.runner(lambda: lib.delete_album(name), deleted, self.failed.emit)

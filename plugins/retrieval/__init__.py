@@ -13,7 +13,7 @@ column is used); ``retrieval:NAME`` is ``<Lumen home>/banks/NAME.txt``.
 The bank is embedded once per (encoder id, bank content hash) and cached as .npy beside the
 library's other caches; near-identical captions (cosine > 0.95) are dropped, keeping the
 first; banks up to 50k captions are searched exactly with numpy, larger ones through an
-Annoy index (desktop.index.AnnIndex) built once in the cache. Big banks re-rank their top
+Annoy index (desktop.index.AnnoyBackend) built once in the cache. Big banks re-rank their top
 matches by consensus (see `caption_vectors`).
 """
 
@@ -143,7 +143,7 @@ def near_duplicates(
 class _Loaded:
     texts: list[str]  # kept captions, position = id in the search
     vectors: np.ndarray  # (n, dim) unit rows, kept captions only
-    index: Any  # desktop.index.AnnIndex for big banks, else None
+    index: Any  # desktop.index.AnnoyBackend for big banks, else None
 
 
 class RetrievalCaptioner(LazyModel):
@@ -184,7 +184,7 @@ class RetrievalCaptioner(LazyModel):
 
     def _load(self) -> _Loaded:
         from desktop.captions import cached_text_vectors
-        from desktop.index import AnnIndex, exact_search
+        from desktop.index import AnnoyBackend, exact_search
         from desktop.settings import encoder_slug
 
         vectors = cached_text_vectors(self.encoder, self.bank.texts, self.bank.digest, "bank", self.cache_dir)
@@ -194,7 +194,7 @@ class RetrievalCaptioner(LazyModel):
         def index_of(vecs: np.ndarray, name: str) -> Any:
             if len(vecs) <= EXACT_MAX:
                 return None
-            idx = AnnIndex(folder / name, vecs.shape[1])
+            idx = AnnoyBackend(folder / name, vecs.shape[1])
             if not idx.load() or idx.size != len(vecs):
                 idx.build(np.arange(len(vecs)), vecs, version=len(vecs))
             return idx
