@@ -14,6 +14,8 @@ from pathlib import Path
 import platformdirs
 
 DEFAULT_ENCODER = "clip"  # the plugin's own default model; see plugins/clip/MODELS.md
+# A model process unused this long ends and returns its memory (the window and `lumen serve`).
+MODEL_IDLE_S = 600.0  # ten minutes without a search or a photo to analyse
 
 
 def default_home() -> Path:
