@@ -25,7 +25,6 @@ from desktop.ui.grid import THUMB
 from desktop.ui.main_window import MainWindow
 from desktop.ui.settings_dialog import saved_device
 
-
 log = logging.getLogger(__name__)
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
