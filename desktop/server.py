@@ -371,6 +371,7 @@ class StartedOut(BaseModel):
     progress: ProgressOut
 
 
+ORIGINAL_TYPES = {"image/*": {}, "video/*": {}, "application/octet-stream": {}}
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut, "description": why}
     for code, why in {
@@ -394,6 +395,7 @@ FilterDate = Annotated[str | None, Query(max_length=32, description="taken on/af
 FilterType = Annotated[list[Annotated[str, Field(max_length=16)]] | None,
                        Query(max_length=20, description="file types, e.g. jpg, heic (repeatable)")]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="how many results")]
+PhotoId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="a photo id from a search result")]
 Bearer = Annotated[HTTPAuthorizationCredentials | None,
                   Depends(HTTPBearer(auto_error=False, description="the token from `lumen serve --new-token`"))]
 AlbumName = Annotated[str, PathParam(min_length=1, max_length=MAX_NAME_CHARS, pattern=r"\S")]
@@ -491,7 +493,8 @@ def create_app(lib: Library, config: ServerConfig | None = None, runner: IndexRu
 
     app.mount("/static", StaticFiles(directory=WEB), name="static")
 
-    api = APIRouter(prefix=API, dependencies=[Depends(authorize)])
+    # Declared (and in the schema) only when there is a token to check: the schema tells the truth.
+    api = APIRouter(prefix=API, dependencies=[Depends(authorize)] if config.token_hash else [])
 
     def filters_of(root: str | None, folder: str | None, date_from: str | None, date_to: str | None,
                    types: Sequence[str] | None) -> Filters:
@@ -561,7 +564,7 @@ def create_app(lib: Library, config: ServerConfig | None = None, runner: IndexRu
 
     @api.get("/photos/{photo_id}/similar", response_model=ResultsOut, tags=["search"])
     def similar(
-        photo_id: int, k: K = 50, root: FilterRoot = None, folder: FilterFolder = None,
+        photo_id: PhotoId, k: K = 50, root: FilterRoot = None, folder: FilterFolder = None,
         date_from: FilterDate = None, date_to: FilterDate = None, type: FilterType = None,  # noqa: A002
     ) -> ResultsOut:
         """Photos that look like this one (near-duplicates first): image search by photo id."""
@@ -571,7 +574,7 @@ def create_app(lib: Library, config: ServerConfig | None = None, runner: IndexRu
 
     # ---- photos
     @api.get("/photos/{photo_id}", response_model=PhotoDetailOut, tags=["photos"])
-    def photo(photo_id: int) -> PhotoDetailOut:
+    def photo(photo_id: PhotoId) -> PhotoDetailOut:
         """Metadata, every path holding the photo's bytes, caption and tags."""
         p = photo_or_404(photo_id)
         return PhotoDetailOut(
@@ -589,7 +592,7 @@ def create_app(lib: Library, config: ServerConfig | None = None, runner: IndexRu
 
     @api.get("/photos/{photo_id}/thumbnail", tags=["photos"], response_class=FileResponse,
              responses={200: {"content": {"image/jpeg": {}}, "description": "a JPEG thumbnail"}})
-    def thumbnail(photo_id: int, size: Annotated[ThumbSize, Query()] = ThumbSize.small) -> FileResponse:
+    def thumbnail(photo_id: PhotoId, size: Annotated[ThumbSize, Query()] = ThumbSize.small) -> FileResponse:
         """A JPEG whose longer side is `size` (the window's thumbnail cache, keyed by content hash)."""
         p = photo_or_404(photo_id)
         try:
@@ -600,10 +603,10 @@ def create_app(lib: Library, config: ServerConfig | None = None, runner: IndexRu
                             headers={"Cache-Control": "private, max-age=86400"})
 
     @api.get("/photos/{photo_id}/file", tags=["photos"], response_class=FileResponse,
-             responses={200: {"content": {"application/octet-stream": {}}, "description": "the original"},
-                        206: {"content": {"application/octet-stream": {}}, "description": "a byte range"},
+             responses={200: {"content": ORIGINAL_TYPES, "description": "the original"},
+                        206: {"content": ORIGINAL_TYPES, "description": "a byte range"},
                         416: {"description": "the range is outside the file"}})
-    def original(photo_id: int) -> FileResponse:
+    def original(photo_id: PhotoId) -> FileResponse:
         """The original file, by photo id only (never by a path); supports HTTP Range."""
         photo_or_404(photo_id)
         for path in lib.paths_of(photo_id):
@@ -614,13 +617,13 @@ def create_app(lib: Library, config: ServerConfig | None = None, runner: IndexRu
 
     # ---- captions and tags
     @api.get("/photos/{photo_id}/text", response_model=TextOut, tags=["captions and tags"])
-    def get_text(photo_id: int) -> TextOut:
+    def get_text(photo_id: PhotoId) -> TextOut:
         photo_or_404(photo_id)
         return text_of(photo_id)
 
     @api.put("/photos/{photo_id}/caption", response_model=TextOut, tags=["captions and tags"],
              dependencies=[Depends(writable)])
-    def put_caption(photo_id: int, body: CaptionIn) -> TextOut:
+    def put_caption(photo_id: PhotoId, body: CaptionIn) -> TextOut:
         """Your caption for the photo (a machine never overwrites it); empty: back to the machines'."""
         photo_or_404(photo_id)
         lib.set_caption(photo_id, body.text.strip() if body.text and body.text.strip() else None)
@@ -628,14 +631,14 @@ def create_app(lib: Library, config: ServerConfig | None = None, runner: IndexRu
 
     @api.put("/photos/{photo_id}/tags", response_model=TextOut, tags=["captions and tags"],
              dependencies=[Depends(writable)])
-    def put_tags(photo_id: int, body: TagsIn) -> TextOut:
+    def put_tags(photo_id: PhotoId, body: TagsIn) -> TextOut:
         photo_or_404(photo_id)
         lib.set_tags(photo_id, None if body.tags is None else [t.strip() for t in body.tags])
         return text_of(photo_id)
 
     @api.patch("/photos/{photo_id}/tags", response_model=TextOut, tags=["captions and tags"],
                dependencies=[Depends(writable)])
-    def patch_tags(photo_id: int, body: TagEditIn) -> TextOut:
+    def patch_tags(photo_id: PhotoId, body: TagEditIn) -> TextOut:
         """Add and remove tags, starting from the ones shown now."""
         photo_or_404(photo_id)
         lib.edit_tags(photo_id, [t.strip() for t in body.add], [t.strip() for t in body.remove])
