@@ -10,6 +10,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -312,6 +313,38 @@ def test_host_header_and_cors(indexed: Library) -> None:
     assert c.get("/static/app.js").status_code == 200
 
 
+def test_requests_are_time_bounded(indexed: Library) -> None:
+    c = client_for(indexed, request_timeout_s=1e-6)
+    r = c.get(f"{API}/search", params={"q": "red"})
+    assert r.status_code == 504 and "longer than" in r.json()["detail"]
+
+
+@pytest.mark.slow
+def test_model_stays_loaded_while_used_and_ends_when_idle(home: Path, photos: Path) -> None:
+    """The server's Library runs the model in its own process with the window's idle
+    release (model_host); a cached query needs no model at all."""
+    pytest.importorskip("open_clip")
+    from desktop.settings import MODEL_IDLE_S
+
+    assert server.ServeOptions().model_idle_s == MODEL_IDLE_S  # `lumen serve` uses the window's idle time
+    tiny = "clip:lumen-tiny:random"
+    with Library(home, encoder=tiny, device="cpu") as setup:  # indexed in-process: one model process below
+        setup.add_root(photos)
+        setup.index()
+    with Library(home, device="cpu", model_process=True, model_idle_s=1.0) as lib:
+        c = client_for(lib)
+        first = c.get(f"{API}/search", params={"q": "a red wall", "mode": "meaning"}).json()
+        pid = lib.encoder.pid
+        assert pid is not None and first["count"] == 12
+        deadline = time.monotonic() + 30
+        while lib.encoder.pid is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert lib.encoder.pid is None  # released after the idle time
+        again = c.get(f"{API}/search", params={"q": "a red wall", "mode": "meaning"}).json()
+        assert again == first and lib.encoder.pid is None  # from the query cache: no model started
+        # (a new query starts the process again: tests/test_model_host.py)
+
+
 # ---- indexing and progress -------------------------------------------------------------------
 def test_index_runs_in_background_with_progress(lib: Library, photos: Path) -> None:
     lib.add_root(photos)
@@ -341,6 +374,7 @@ def test_schema_fuzzing_every_endpoint(indexed: Library, with_token: bool) -> No
     examples per operation (about 10 s)."""
     schemathesis = pytest.importorskip("schemathesis")
     from hypothesis import HealthCheck, given, settings
+
     # Left out: "a schema-valid request is accepted". A filter naming a folder that is not a
     # library, or a words query of exclusions only, is schema-valid and still answered 400
     # with a message, on purpose. Every conformance check and "no 5xx" stay on.
@@ -395,9 +429,9 @@ def start_server(home: Path, *args: str) -> tuple[subprocess.Popen, str]:
 
 
 def stop_server(proc: subprocess.Popen) -> str:
-    proc.send_signal(2)  # SIGINT, as Ctrl+C
+    proc.send_signal(signal.SIGINT)  # Ctrl+C: uvicorn shuts down, then lumen exits 130 like any command
     out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0, out
+    assert proc.returncode == 130 and "Finished server process" in out, out
     return out
 
 
@@ -459,7 +493,7 @@ def find_chromium() -> str | None:
 def test_web_page_in_headless_chromium(indexed: Library, home: Path, photos: Path) -> None:
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     chromium = find_chromium()
-    red = photo_id(indexed, "red-1.jpg")
+    red, green = photo_id(indexed, "red-1.jpg"), photo_id(indexed, "green-1.jpg")
     indexed.set_caption(red, "a red wall in the sun")
     indexed.set_tags(red, ["wall", "sunny"])
     indexed.close()  # the server process becomes the writer
@@ -491,9 +525,8 @@ def test_web_page_in_headless_chromium(indexed: Library, home: Path, photos: Pat
             # drop-an-image path: the file picker feeds the same upload as a drop
             page.locator("#viewer .close button").click()
             page.set_input_files("#pick", str(photos / "green-1.jpg"))
-            page.wait_for_function("document.getElementById('message').textContent.includes('like green-1.jpg')",
-                                   timeout=10_000)
-            assert page.locator(".cell").first.get_attribute("data-id") is not None
+            page.locator("#message", has_text="like green-1.jpg").wait_for(timeout=10_000)  # (CSP: no eval)
+            assert page.locator(".cell").first.get_attribute("data-id") == str(green)
             assert not errors, errors
             browser.close()
     finally:

@@ -19,7 +19,8 @@ if (fromHash) {
 async function api(path, options = {}) {
   const headers = Object.assign({}, options.headers || {});
   if (token) headers.Authorization = "Bearer " + token;
-  const res = await fetch(API + path, Object.assign({}, options, { headers }));
+  const url = path.startsWith(API + "/") ? path : API + path;  // results carry full API paths
+  const res = await fetch(url, Object.assign({}, options, { headers }));
   if (res.status === 401) { askToken(); throw new Error("this server needs its access token"); }
   if (!res.ok) {
     let detail = res.statusText;
