@@ -147,15 +147,15 @@ def run_clients(port: int, clients: int, per_client: int, queries: list[str]) ->
             "rps": len(latencies) / wall, "wall_s": wall}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 000 photos and few requests: proves it works")
     ap.add_argument("--photos", type=int, default=100_000)
-    ap.add_argument("--requests", type=int, default=1600, help="requests per concurrency level (bounded)")
+    ap.add_argument("--requests", type=int, help="requests per concurrency level (default 1600; --quick 120)")
     ap.add_argument("--feed-every", type=float, default=0.1, help="seconds between new photos while measuring")
     args = ap.parse_args(argv)
     n = 2_000 if args.quick else args.photos
-    per_level = 120 if args.quick else args.requests
+    per_level = args.requests or (120 if args.quick else 1600)
     synth = synthetic_library(n, encoder_id=ENCODER, dim=DIM)
     with tempfile.TemporaryDirectory(prefix="lumen-bench-serve-") as tmp:
         home = Path(tmp) / "home"
@@ -218,10 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         table.notes.append(f"errors: {[r['error_samples'] for r in results if r['errors']]}")
     if "Traceback" in server_log:
         table.notes.append("the server logged a traceback: " + server_log[server_log.index("Traceback"):][:400])
-    emit([table], {"levels": results, "photos": n, "fed": feeder.written,
-                   "indexed_during": photos_after - photos_before}, "serve")
-    return 0
+    raw = {"levels": results, "photos": n, "fed": feeder.written, "indexed_during": photos_after - photos_before}
+    emit([table], raw, "serve")
+    return {"tables": [table], "results": raw}
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

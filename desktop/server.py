@@ -348,6 +348,7 @@ class StatusOut(BaseModel):
     home: str
     encoder: str
     encoder_id: str | None
+    encoder_loaded: bool = Field(description="the model is in memory (false: the next search waits for it)")
     readonly: bool
     readonly_reason: str | None
     writable: bool
@@ -546,8 +547,11 @@ def create_app(lib: Library, config: ServerConfig | None = None, runner: IndexRu
         suffix = os.path.splitext(file.filename or "")[1].lower()
         suffix = suffix if media.is_media_name("x" + suffix) else ".img"
         upload_dir = lib.paths.cache / "uploads"
-        upload_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=suffix, dir=upload_dir)
+        try:
+            upload_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=suffix, dir=upload_dir)
+        except OSError:  # a read-only data folder (searching still works): the system's temp dir
+            fd, tmp = tempfile.mkstemp(prefix="lumen-upload-", suffix=suffix)
         try:
             with os.fdopen(fd, "wb") as out:
                 total = 0
@@ -692,6 +696,7 @@ def create_app(lib: Library, config: ServerConfig | None = None, runner: IndexRu
         st = lib.status()
         return StatusOut(
             version=__version__, home=st.home, encoder=st.encoder, encoder_id=st.encoder_id,
+            encoder_loaded=bool(getattr(lib.query_encoder(), "loaded", True)) if st.encoder_id else False,
             readonly=st.readonly or config.read_only,
             readonly_reason=("started with --read-only" if config.read_only else
                              "another Lumen is writing this library" if st.readonly else None),
@@ -836,6 +841,9 @@ def serve(opts: ServeOptions) -> int:
         config = ServerConfig(host=opts.host, port=opts.port, read_only=opts.read_only, token_hash=token_hash,
                               cors_origins=tuple(opts.cors_origins))
         app = create_app(lib, config, runner)
+        # Load the model now, not in the first search (which would wait for it, maybe past the
+        # request time limit); it still ends after the idle time like the window's.
+        threading.Thread(target=_warm_up, args=(lib,), daemon=True, name="lumen-serve-warm").start()
         if opts.watch:
             if lib.readonly:
                 log.warning("--watch ignored: this server is read-only (%s)",
@@ -853,6 +861,15 @@ def serve(opts: ServeOptions) -> int:
         runner.close()
         lib.close()
     return 0
+
+
+def _warm_up(lib: Library) -> None:
+    try:
+        load = getattr(lib.query_encoder(), "load", None)
+        if callable(load):
+            load()
+    except (LibraryError, EncoderError) as exc:  # said again, with the reason, by the first search
+        log.warning("the encoder is not ready: %s", exc)
 
 
 __all__ = ["IndexRunner", "ServeOptions", "ServerConfig", "create_app", "is_loopback", "new_token", "serve",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import logging
 import os
 import shutil
@@ -87,10 +88,15 @@ def main(argv: list[str] | None = None) -> int:
                         if time.monotonic() > deadline:
                             raise
                         time.sleep(0.3)
+                # The model loads in the server's background (the page would retry meanwhile).
+                while not json.loads(page.request.get(url + "api/v1/status").text())["encoder_loaded"]:
+                    if time.monotonic() > deadline + 300:
+                        raise TimeoutError("the model did not load")
+                    time.sleep(1)
                 page.fill("#q", args.query)
                 page.press("#q", "Enter")
                 page.wait_for_selector(".cell img[src^='blob:']", timeout=240_000)
-                page.wait_for_function("() => [...document.querySelectorAll('.cell img')].slice(0, 12)"
+                page.wait_for_function("() => [...document.querySelectorAll('.cell img')].slice(0, 24)"
                                        ".every(i => i.complete && i.naturalWidth > 0)", timeout=240_000)
                 page.locator("#q").blur()
                 shots.append(page.screenshot())

@@ -132,6 +132,7 @@ def test_image_search_by_upload(client: TestClient, photos: Path) -> None:
     assert not list((client.app.state.lib.paths.cache / "uploads").iterdir())  # nothing left behind
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # the bomb below, on purpose
 def test_upload_limits_and_bomb_guard(indexed: Library) -> None:
     c = client_for(indexed, max_upload_bytes=40_000, max_pixels=1_000_000)
     noise = os.urandom(60_000)

@@ -25,7 +25,9 @@ async function api(path, options = {}) {
   if (!res.ok) {
     let detail = res.statusText;
     try { const body = await res.json(); detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail); } catch (e) { /* not JSON */ }
-    throw new Error(detail);
+    const error = new Error(detail);
+    error.status = res.status;
+    throw error;
   }
   return res;
 }
@@ -81,11 +83,22 @@ function showResults(data, label) {
 
 async function run(label, request) {
   say("searching…");
-  try {
-    const res = await request();
-    showResults(await res.json(), label);
-  } catch (e) {
-    say(e.message);
+  // 503/504: the model is still loading (the first search after the server starts, or after
+  // it was idle for a while); the server keeps loading it, so ask again.
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const res = await request();
+      showResults(await res.json(), label);
+      return;
+    } catch (e) {
+      if ((e.status === 503 || e.status === 504) && attempt < 5) {
+        say("loading the model, one moment…");
+        await new Promise((done) => setTimeout(done, 3000));
+        continue;
+      }
+      say(e.message);
+      return;
+    }
   }
 }
 
