@@ -161,8 +161,6 @@ class IndexRunner:
         self.state = "idle"  # idle | indexing | watching | failed
         self.progress: Progress | None = None
         self.error: str | None = None
-        self.runs = 0
-        self.finished_at: float | None = None
 
     def _on_progress(self, p: Progress) -> None:
         self.progress = p
@@ -174,7 +172,6 @@ class IndexRunner:
                 return False
             self.stop.clear()
             self.state, self.error, self.progress = "indexing", None, None
-            self.runs += 1
             self._thread = threading.Thread(target=self._run, args=(watch,), daemon=True,
                                             name="lumen-serve-index")
             self._thread.start()
@@ -193,8 +190,6 @@ class IndexRunner:
         except Exception as exc:  # noqa: BLE001 - report it in /progress instead of killing the thread silently
             log.exception("indexing failed")
             self.state, self.error = "failed", f"{type(exc).__name__}: {exc}"
-        finally:
-            self.finished_at = time.time()
 
     def close(self, timeout: float = 30.0) -> None:
         self.stop.set()
