@@ -20,11 +20,10 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 
 from desktop.jobs import INDEXER_NICE, Jobs
 from desktop.library import Library, LibraryError
+from desktop.settings import MODEL_IDLE_S
 from desktop.ui.grid import THUMB
 from desktop.ui.main_window import MainWindow
 from desktop.ui.settings_dialog import saved_device
-
-MODEL_IDLE_S = 600.0  # ten minutes without a search or a photo to analyse
 
 log = logging.getLogger(__name__)
 

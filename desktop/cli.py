@@ -87,6 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _common(p)
 
+    p = sub.add_parser("serve", help="the library over HTTP: an API and a web page (see README, `lumen serve`)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback; others need a token)")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--read-only", action="store_true", help="refuse edits even when no other Lumen is writing")
+    p.add_argument("--watch", action="store_true", help="index the library folders, then keep indexing changes")
+    p.add_argument("--new-token", action="store_true", help="make a new access token, show it once, and exit")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="allow browser pages from ORIGIN to call the API (repeatable; default none)")
+    _common(p)
+
     _add_plugin_commands(sub)
     return parser
 
@@ -309,6 +319,24 @@ def cmd_encoders(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from desktop import server
+    except ImportError as exc:
+        print(f"lumen serve needs the server extra: pip install 'lumen[server]' ({exc})", file=sys.stderr)
+        return 2
+    if args.new_token:
+        token = server.new_token(args.home)
+        print(f"new access token (shown only now; its hash is in {server.token_path(args.home)}):\n\n  {token}\n")
+        print(f"send it as `Authorization: Bearer TOKEN`, or open http://HOST:{args.port}/#token={token}")
+        return 0
+    return server.serve(server.ServeOptions(
+        home=args.home, encoder=args.encoder, weights=args.weights, device=args.device, host=args.host,
+        port=args.port, read_only=args.read_only, watch=args.watch, cors_origins=args.cors_origin,
+        log_level="debug" if args.verbose > 1 else "info",
+    ))
+
+
 COMMANDS = {
     "add": cmd_add,
     "remove": cmd_remove,
@@ -317,6 +345,7 @@ COMMANDS = {
     "similar": cmd_similar,
     "status": cmd_status,
     "encoders": cmd_encoders,
+    "serve": cmd_serve,
 }
 
 

@@ -240,6 +240,10 @@ class Library:
         """One unit vector for a combined query: weighted text terms and query images."""
         return search.encode_query(self.store, text, image_paths, weights, encoder)
 
+    def query_cache_stats(self) -> dict[str, int]:
+        """Hits, misses and size of the query-embedding LRU (issue 16; store.py)."""
+        return self.store.query_cache_stats()
+
     def image_vector(self, path: str, encoder: Encoder | None = None) -> np.ndarray:
         """The vector of any image file: the stored one if the file is in the library."""
         return search.image_vector(self.store, path, encoder)

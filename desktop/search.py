@@ -114,7 +114,7 @@ def encode_query(
     parts = []
     texts = [t for t in terms if t.text is not None]
     if texts:
-        vecs = store.encode_texts([t.text for t in texts], encoder)  # type: ignore[misc]
+        vecs = store.query_text_vectors([t.text for t in texts], encoder)  # type: ignore[misc]  (LRU)
         parts += [t.weight * v for t, v in zip(texts, vecs, strict=True)]
     for term in (t for t in terms if t.image is not None):
         parts.append(term.weight * image_vector(store, term.image, encoder))  # type: ignore[arg-type]

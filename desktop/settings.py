@@ -19,6 +19,8 @@ import platformdirs
 # is never a user's default: it is for tests.
 DEFAULT_ENCODER = "auto"
 PREFERRED_ENCODERS = ("clip", "bert_resnet")
+# A model process unused this long ends and returns its memory (the window and `lumen serve`).
+MODEL_IDLE_S = 600.0  # ten minutes without a search or a photo to analyse
 
 
 def default_home() -> Path:

@@ -21,6 +21,7 @@ import logging
 import os
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,9 @@ class Store:
         self._create_lock = threading.Lock()
         self.build_lock = threading.Lock()  # one index build at a time
         self.indexes: dict[str, IndexBackend] = {}
+        self._query_cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()  # issue 16
+        self._query_lock = threading.Lock()
+        self._query_stats = {"hits": 0, "misses": 0}
         if not self.readonly:
             self.write(lambda c: None)  # creates / migrates the catalog on the writer thread
         cat = self.read()
@@ -283,6 +287,35 @@ class Store:
             )
         with self._encoder_lock:
             return encoder.encode_texts(texts)
+
+    # --- issue 16: query-embedding cache ---
+    QUERY_CACHE_SIZE = 512  # text terms; 512 x 512-d float32 is 1 MB
+
+    def query_text_vectors(self, texts: Sequence[str], encoder: Encoder | None = None) -> np.ndarray:
+        """encode_texts for query terms, through an LRU keyed by (encoder id, text): a repeated
+        query (paging, the words+meaning mix, many HTTP clients) skips the text tower."""
+        encoder = encoder or self.encoder
+        keys = [(encoder.id, t) for t in texts]
+        with self._query_lock:
+            found = {key: self._query_cache[key] for key in keys if key in self._query_cache}
+            for key in found:
+                self._query_cache.move_to_end(key)
+        missing = list(dict.fromkeys(key for key in keys if key not in found))
+        if missing:  # encoded outside the lock: a slow model never holds up cached queries
+            found.update(zip(missing, self.encode_texts([text for _, text in missing], encoder), strict=True))
+        with self._query_lock:
+            for key in missing:
+                self._query_cache[key] = found[key]
+            while len(self._query_cache) > self.QUERY_CACHE_SIZE:
+                self._query_cache.popitem(last=False)
+            self._query_stats["hits"] += len(keys) - len(missing)
+            self._query_stats["misses"] += len(missing)
+        return np.stack([found[key] for key in keys])
+
+    def query_cache_stats(self) -> dict[str, int]:
+        """Hits and misses of the query-embedding cache since opening, and its size."""
+        with self._query_lock:
+            return {**self._query_stats, "size": len(self._query_cache)}
 
 
 def _storage_problem(exc: BaseException, home: Path) -> str | None:

@@ -77,6 +77,14 @@ def test_ann_quick(bench_out: Path) -> None:
 
 
 @pytest.mark.slow
+def test_serve_quick(bench_out: Path) -> None:
+    pytest.importorskip("uvicorn")
+    result = _run("bench.serve", "--requests", "40")
+    levels = result["results"]["levels"]
+    assert [r["clients"] for r in levels] == [1, 8, 32] and not any(r["errors"] for r in levels)
+
+
+@pytest.mark.slow
 def test_startup_quick(bench_out: Path) -> None:
     result = _run("bench.startup", "--n", "800", "--encoder", "colors", "--no-index", "--timeout", "90")
     launch = result["results"]["launches"][0]
