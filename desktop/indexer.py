@@ -15,9 +15,9 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -72,6 +72,23 @@ class IndexReport:
         return self.encoded / self.encode_seconds if self.encode_seconds > 0 else 0.0
 
 
+@dataclass
+class EncodedBatch:
+    """What a backend hands back for one batch: `count` photos handled (including those that
+    vanished and are left for the next scan), rows for Catalog.save_encoded, skip reasons."""
+
+    count: int
+    rows: list[tuple[int, np.ndarray, dict[str, object]]]
+    skipped: list[tuple[int, str]]
+
+
+class EncodeBackend(Protocol):
+    """Decodes and encodes batches of (photo id, path) for encode_pending; the Indexer itself
+    is the local one, desktop.cluster.RayBackend runs the same work on a Ray cluster."""
+
+    def encode_batches(self, rows: Iterable[tuple[int, str]], size: int) -> Iterator[EncodedBatch]: ...
+
+
 class Indexer:
     """The indexing pipeline of one Library."""
 
@@ -84,6 +101,7 @@ class Indexer:
         self,
         progress: Callable[[Progress], None] | None = None,
         cancel: threading.Event | None = None,
+        backend: EncodeBackend | None = None,
     ) -> IndexReport:
         """Scan every root, encode what is new, rebuild the ANN index. Resumable: a run that
         is cancelled or killed keeps every finished batch and continues where it stopped."""
@@ -92,7 +110,7 @@ class Indexer:
         if not (cancel and cancel.is_set()):
             # Photos with no file left for a day were deleted, not moved: forget them now.
             self.lib._write(lambda c: c.purge_gone())
-            self.encode_pending(progress, cancel, report)
+            self.encode_pending(progress, cancel, report, backend)
         if not (cancel and cancel.is_set()):
             self.build_index(progress=progress, cancel=cancel)
         report.cancelled = bool(cancel and cancel.is_set())
@@ -186,8 +204,11 @@ class Indexer:
         progress: Callable[[Progress], None] | None = None,
         cancel: threading.Event | None = None,
         report: IndexReport | None = None,
+        backend: EncodeBackend | None = None,
     ) -> IndexReport:
-        """Decode and encode every live photo that has no vector for the active encoder."""
+        """Decode and encode every live photo that has no vector for the active encoder;
+        `backend` (e.g. desktop.cluster.RayBackend) does the decoding and encoding instead
+        of this process."""
         report = report or IndexReport()
         encoder = self.lib.encoder
         eid = encoder.id
@@ -197,9 +218,8 @@ class Indexer:
             return report
         started = time.monotonic()
         done = 0
-        todo: deque[tuple[int, str]] = deque()  # (photo id, path) handed to the decoder, in order
 
-        def paths() -> Iterable[str]:
+        def paths_to_encode() -> Iterator[tuple[int, str]]:
             # One decode stream over every page of the catalog: the look-ahead never drains
             # between pages, so the encoder never waits for a cold start of the decoders.
             after = 0
@@ -208,17 +228,44 @@ class Indexer:
                 if not page:
                     return
                 after = page[-1][0]
-                for row in page:
-                    todo.append(row)
-                    yield row[1]
+                yield from page
+
+        # The backend turns batches of (photo id, path) into vectors; every catalog write
+        # stays here, on the writer thread, one transaction per batch, whoever encoded it.
+        results = (backend or self).encode_batches(paths_to_encode(), decode_size(encoder))
+        try:
+            for batch in results:
+                if cancel and cancel.is_set():
+                    break
+                self.lib._write(lambda c, r=batch.rows, s=batch.skipped: c.save_encoded(eid, r, s))
+                done += batch.count
+                report.encoded += len(batch.rows)
+                report.skipped += len(batch.skipped)
+                if progress:
+                    elapsed = time.monotonic() - started
+                    rate = done / max(elapsed, 1e-6)
+                    progress(Progress("encode", done, total, rate, (total - done) / rate if rate else None))
+        finally:
+            results.close()  # stops the decoders (or the cluster's work) now, also on cancel or error
+        report.encode_seconds += time.monotonic() - started
+        if not (cancel and cancel.is_set()) and self.lib._cat().count_to_encode(eid) == 0:
+            self._mark_complete(eid)
+        return report
+
+    def encode_batches(self, rows: Iterable[tuple[int, str]], size: int) -> Iterator[EncodedBatch]:
+        """The local backend: decode on a few threads here, encode with the library's encoder."""
+        encoder = self.lib.encoder
+        todo: deque[tuple[int, str]] = deque()  # (photo id, path) handed to the decoder, in order
+
+        def paths() -> Iterator[str]:
+            for row in rows:
+                todo.append(row)
+                yield row[1]
 
         # with_meta: width/height/EXIF come from the decoder's own open of the file.
-        size = decode_size(encoder)
         decoded = images.iter_decoded(paths(), size=size, with_meta=True, nice=DECODE_NICE)
         try:
             for batch in _batches(((todo.popleft(), r) for r in decoded), ENCODE_BATCH):
-                if cancel and cancel.is_set():
-                    break
                 ok_ids, ok_images, metas, skipped = [], [], [], []
                 for (photo_id, path), (_, result) in batch:
                     if isinstance(result, images.ImageError) and result.reason == VANISHED:
@@ -241,21 +288,9 @@ class Indexer:
                     if ok_images
                     else np.zeros((0, encoder.dim), np.float32)
                 )
-                rows = list(zip(ok_ids, vectors, metas, strict=True))
-                self.lib._write(lambda c, r=rows, s=skipped: c.save_encoded(eid, r, s))
-                done += len(batch)
-                report.encoded += len(rows)
-                report.skipped += len(skipped)
-                if progress:
-                    elapsed = time.monotonic() - started
-                    rate = done / max(elapsed, 1e-6)
-                    progress(Progress("encode", done, total, rate, (total - done) / rate if rate else None))
+                yield EncodedBatch(len(batch), list(zip(ok_ids, vectors, metas, strict=True)), skipped)
         finally:
             decoded.close()  # stops the decoders now, also on cancel or error
-        report.encode_seconds += time.monotonic() - started
-        if not (cancel and cancel.is_set()) and self.lib._cat().count_to_encode(eid) == 0:
-            self._mark_complete(eid)
-        return report
 
     def _decode_elsewhere(self, photo_id: int, vanished: str, size: int = DECODE_SIZE) -> tuple[str, Any] | None:
         """(path, image or ImageError) from another path of the photo (a copy), or None."""
