@@ -23,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from desktop.library import Library
 from conftest import REPO, shared_path
 
+from desktop.library import Library
+
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.slow
 
 HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
 AWKWARD = ["broken.png", "16bit.cropped.tif", "1_trns.png", "chi.gif", "00r0_gray_l.jp2"]
@@ -167,6 +166,28 @@ def local_tiny(archive: Path, tiny_weights: str, tmp_path_factory: pytest.TempPa
     return home / "catalog.db"
 
 
+def test_worker_decodes_bytes_exactly_as_a_local_run(archive, local_colors):
+    """No cluster needed: the actor class is plain Python. Bytes in, the local run's vectors,
+    metadata and skip reasons out (the file's own name never reaches the decoder)."""
+    from desktop.cluster import EncodeWorker
+
+    worker = EncodeWorker("colors", None, None, "cpu", 256)
+    files = sorted(archive.iterdir())
+    ids, vectors, metas, skipped, seconds = worker.encode(
+        [(i, f.name, f.read_bytes()) for i, f in enumerate(files)], 256)
+    va, pa = _by_hash(local_colors)
+    from desktop.images import content_hash
+
+    hashes = [content_hash(f) for f in files]
+    for i, vec, meta in zip(ids, vectors, metas, strict=True):
+        np.testing.assert_allclose(vec, va[hashes[i]], atol=1e-6)
+        assert (meta["width"], meta["height"], meta["format"]) == pa[hashes[i]][2:5]
+    assert {hashes[i]: reason for i, reason in skipped} == {
+        h: p[1] for h, p in pa.items() if p[0] == "skipped"}
+    assert seconds > 0 and not os.listdir(worker.tmp)  # its temporary files are gone
+
+
+@pytest.mark.slow
 def test_colors_on_two_nodes_equal_a_local_run(ray_cluster, archive, local_colors, tmp_path):
     events = []
     with _library(tmp_path / "home", archive, "colors") as lib:
@@ -180,6 +201,7 @@ def test_colors_on_two_nodes_equal_a_local_run(ray_cluster, archive, local_color
     assert all(e.rate > 0 for e in encode) and encode[0].eta_s is not None  # progress as in a local run
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_run_has_its_batch_retried(ray_cluster, archive, tiny_weights, local_tiny, tmp_path):
     from desktop.cluster import RayBackend
 
@@ -204,6 +226,7 @@ def test_worker_killed_mid_run_has_its_batch_retried(ray_cluster, archive, tiny_
     _assert_same(local_tiny, tmp_path / "home" / "catalog.db")
 
 
+@pytest.mark.slow
 def test_driver_killed_and_run_again_resumes(ray_cluster, archive, tiny_weights, local_tiny, tmp_path):
     home = tmp_path / "home"
     _library(home, archive, "clip:lumen-tiny", tiny_weights).close()
