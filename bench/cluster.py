@@ -42,6 +42,8 @@ from bench.common import OUT, SHARED, Table, add_common_args, emit, machine_line
 
 log = logging.getLogger("bench.cluster")
 HEAD_IP = "127.0.0.2"  # Ray turns 127.0.0.1 into the machine's network address; this it keeps
+# A private loopback runtime without token auth (a ~/.ray/auth_token would otherwise turn it on).
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
 
 def _free_port() -> int:
@@ -58,7 +60,7 @@ def start_ray(cpus: int) -> tuple[subprocess.Popen, str, str]:
          "--node-ip-address", HEAD_IP, "--port", str(port), "--num-cpus", str(cpus), "--include-dashboard=false",
          "--object-store-memory", str(200 << 20), "--temp-dir", temp, "--disable-usage-stats"],
         stdout=open(os.path.join(temp, "head.log"), "wb"), stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+        env={**os.environ, **RAY_ENV},
     )
     return proc, f"{HEAD_IP}:{port}", temp
 
@@ -139,6 +141,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     import ray  # noqa: F401 - fail here, clearly, without lumen[cluster]
+
+    os.environ.update(RAY_ENV)  # this process is the driver
 
     n = args.photos or (40 if args.quick else 200)
     encoders = args.encoders or (["colors"] if args.quick else ["colors", "bert_resnet"])

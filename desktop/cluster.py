@@ -347,13 +347,15 @@ class EncodeWorker:
     def __init__(self, spec: str, weights: str | None, shipped: list[Any] | None, device: str, size: int) -> None:
         from desktop.encoders import LazyModel, create_encoder, resolve_device
 
-        self.tmp = tempfile.mkdtemp(prefix="lumen-ray-")
         if weights and not os.path.isfile(weights) and shipped:
             import ray
 
             # This node does not see the driver's weights file: use the copy it sent, under
             # the same name (plugins that name weights by file content give the same id).
-            local = os.path.join(self.tmp, os.path.basename(weights))
+            # Ray's session folder holds it, so `ray stop` clears it with the rest.
+            session_tmp = getattr(ray.get_runtime_context(), "get_temp_dir", lambda: None)()
+            folder = tempfile.mkdtemp(prefix="lumen-weights-", dir=session_tmp)
+            local = os.path.join(folder, os.path.basename(weights))
             with open(local, "wb") as f:
                 f.write(ray.get(shipped[0]))
             weights = local
@@ -379,7 +381,7 @@ class EncodeWorker:
     ) -> tuple[list[int], np.ndarray, list[dict[str, object]], list[tuple[int, str]], float]:
         """(ok photo ids, vectors, metadata, [(photo id, skip reason)], seconds)."""
         started = time.monotonic()
-        folder = tempfile.mkdtemp(dir=self.tmp)
+        folder = tempfile.mkdtemp(prefix="lumen-batch-")  # removed below, whatever happens
         try:
             paths = []
             for i, (_, name, data) in enumerate(items):

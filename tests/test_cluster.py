@@ -46,13 +46,20 @@ def _ray_start(args: list[str], log: Path) -> subprocess.Popen:
         [sys.executable, "-c", "from ray.scripts.scripts import main; main()", "start", "--block",
          "--num-cpus", "1", "--object-store-memory", str(100 << 20), "--disable-usage-stats", *args],
         stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+        env={**os.environ, **RAY_ENV},
     )
+
+
+# A test cluster on loopback, with no token auth: a ~/.ray/auth_token left by any earlier
+# local `ray.init()` would otherwise switch the head to token mode and lock out the drivers.
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[str]:
     # Short path: Ray's unix sockets live under it and sun_path is 107 bytes at most.
+    saved = {k: os.environ.get(k) for k in RAY_ENV}
+    os.environ.update(RAY_ENV)  # this process is a driver too
     temp = tempfile.mkdtemp(prefix="lumen-ray-", dir="/tmp")
     port = _free_port()
     address = f"{HEAD_IP}:{port}"
@@ -76,6 +83,11 @@ def ray_cluster() -> Iterator[str]:
                 pass
             p.wait(timeout=30)
         shutil.rmtree(temp, ignore_errors=True)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _wait_nodes(address: str, n: int, procs: list[subprocess.Popen], temp: str, timeout: float = 90) -> None:
@@ -173,6 +185,7 @@ def test_worker_decodes_bytes_exactly_as_a_local_run(archive, local_colors):
 
     worker = EncodeWorker("colors", None, None, "cpu", 256)
     files = sorted(archive.iterdir())
+    batch_dirs = set(Path(tempfile.gettempdir()).glob("lumen-batch-*"))
     ids, vectors, metas, skipped, seconds = worker.encode(
         [(i, f.name, f.read_bytes()) for i, f in enumerate(files)], 256)
     va, pa = _by_hash(local_colors)
@@ -184,7 +197,32 @@ def test_worker_decodes_bytes_exactly_as_a_local_run(archive, local_colors):
         assert (meta["width"], meta["height"], meta["format"]) == pa[hashes[i]][2:5]
     assert {hashes[i]: reason for i, reason in skipped} == {
         h: p[1] for h, p in pa.items() if p[0] == "skipped"}
-    assert seconds > 0 and not os.listdir(worker.tmp)  # its temporary files are gone
+    assert seconds > 0 and set(Path(tempfile.gettempdir()).glob("lumen-batch-*")) == batch_dirs  # files gone
+
+
+@pytest.mark.slow
+def test_a_node_without_the_weights_file_gets_it_from_the_driver(ray_cluster, tiny_weights, archive):
+    """Workers may not share the driver's disks: the weights travel through the object store
+    and give the same encoder id (it names the file's content) and the same vectors."""
+    from desktop.cluster import EncodeWorker
+    from plugins.clip import encoder_plugin
+
+    here = encoder_plugin.create("lumen-tiny", weights=tiny_weights, device="cpu")
+    ray.init(ray_cluster, log_to_driver=False)
+    try:
+        shipped = [ray.put(Path(tiny_weights).read_bytes())]
+        worker = ray.remote(EncodeWorker).remote("clip:lumen-tiny", "/nonexistent/elsewhere/tiny.pt", shipped,
+                                                 "cpu", 224)
+        info = ray.get(worker.info.remote(), timeout=120)
+        photo = sorted(archive.glob("*.jpg"))[0]
+        ids, vectors, *_ = ray.get(worker.encode.remote([(1, photo.name, photo.read_bytes())], 224), timeout=120)
+        ray.kill(worker)
+    finally:
+        ray.shutdown()
+    assert info["encoder_id"] == here.id
+    from desktop.images import load_for_encoding
+
+    np.testing.assert_allclose(vectors[0], here.encode_images([load_for_encoding(photo, 224)])[0], atol=1e-5)
 
 
 @pytest.mark.slow
@@ -233,7 +271,7 @@ def test_driver_killed_and_run_again_resumes(ray_cluster, archive, tiny_weights,
     db = home / "catalog.db"
     cmd = [sys.executable, "-m", "desktop.cli", "index", "--home", str(home), "--encoder", "clip:lumen-tiny",
            "--weights", tiny_weights, "--cluster", ray_cluster, "--cluster-batch", "2", "--no-captions"]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), **RAY_ENV}
     driver = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
