@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", action="store_true", help="keep running and index changes as they happen")
     p.add_argument("--rebuild", action="store_true", help="rebuild the ANN index even if it is fresh")
     p.add_argument("--no-captions", action="store_true", help="skip captioning and tagging new photos")
+    p.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="decode and encode on a Ray cluster: auto, ray://HOST:10001, HOST:PORT, or local "
+        "(starts Ray here); needs lumen[cluster]",
+    )
+    p.add_argument("--cluster-batch", type=int, metavar="N", help="photos per Ray task (default 32)")
     _common(p)
 
     p = sub.add_parser("search", help="find photos by text and/or example images")
@@ -162,7 +169,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         if not lib.roots():
             print("no library folders yet: lumen add FOLDER", file=sys.stderr)
             return 2
-        report = lib.index(progress=progress, cancel=stop)
+        report = lib.index(progress=progress, cancel=stop, cluster=args.cluster, cluster_batch=args.cluster_batch)
         if args.rebuild and not stop.is_set():
             lib.build_index(force=True, progress=progress)
         print(

@@ -16,9 +16,9 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -62,6 +62,52 @@ class IndexReport:
         return self.encoded / self.encode_seconds if self.encode_seconds > 0 else 0.0
 
 
+@dataclass
+class EncodedBatch:
+    """What an encode backend hands back for one batch: `count` photos handled (including
+    those that vanished and are left for the next scan), rows for Catalog.save_encoded
+    (photo id, its vector, its metadata), skip reasons, and a video's frames (photo id ->
+    [(seconds, vector)])."""
+
+    count: int
+    rows: list[tuple[int, np.ndarray, dict[str, object]]]
+    skipped: list[tuple[int, str]]
+    frames: dict[int, list[tuple[float, np.ndarray]]] = field(default_factory=dict)
+
+
+class EncodeBackend(Protocol):
+    """Decodes and encodes batches of (photo id, path) for encode_pending; the Indexer itself
+    is the local one, desktop.cluster.RayBackend runs the same work on a Ray cluster."""
+
+    def encode_batches(self, rows: Iterable[tuple[int, str]], size: int) -> Iterator[EncodedBatch]: ...
+
+
+def encode_decoded(
+    encode_images: Callable[[list[Any]], np.ndarray], dim: int, items: Sequence[tuple[int, media.Decoded]]
+) -> tuple[list[tuple[int, np.ndarray, dict[str, object]]], dict[int, list[tuple[float, np.ndarray]]]]:
+    """Encode every frame of decoded items in one call: (rows for save_encoded, video frames).
+    A still's vector is its picture's; a video's is its frames' normalised mean (for
+    "similar" and the ANN index), and text queries are matched against each frame (search.py).
+    Shared by the local backend and the cluster's workers, so both store the same thing."""
+    frames_of = [d.frames for _, d in items]
+    pictures = [f.image for frames in frames_of for f in frames]
+    vectors = encode_images(pictures) if pictures else np.zeros((0, dim), np.float32)
+    rows: list[tuple[int, np.ndarray, dict[str, object]]] = []
+    frames: dict[int, list[tuple[float, np.ndarray]]] = {}
+    start = 0
+    for (photo_id, decoded), own_frames in zip(items, frames_of, strict=True):
+        own = vectors[start : start + len(own_frames)]
+        start += len(own_frames)
+        meta = media.meta_fields(decoded.meta)
+        if own_frames[0].at_s is not None:
+            mean = own.mean(axis=0)
+            rows.append((photo_id, mean / max(float(np.linalg.norm(mean)), 1e-9), meta))
+            frames[photo_id] = list(zip([float(f.at_s or 0.0) for f in own_frames], own, strict=True))
+        else:
+            rows.append((photo_id, own[0], meta))
+    return rows, frames
+
+
 class Indexer:
     """The indexing pipeline of one data dir."""
 
@@ -74,6 +120,7 @@ class Indexer:
         self,
         progress: Callable[[Progress], None] | None = None,
         cancel: threading.Event | None = None,
+        backend: EncodeBackend | None = None,
     ) -> IndexReport:
         """Scan every root, encode what is new, rebuild the ANN index. Resumable: a run that
         is cancelled or killed keeps every finished batch and continues where it stopped."""
@@ -82,7 +129,7 @@ class Indexer:
         if not (cancel and cancel.is_set()):
             # Photos with no file left for a day were deleted, not moved: forget them now.
             self.store.write(lambda c: c.purge_gone())
-            self.encode_pending(progress, cancel, report)
+            self.encode_pending(progress, cancel, report, backend)
         if not (cancel and cancel.is_set()):
             self.build_index(progress=progress, cancel=cancel)
         report.cancelled = bool(cancel and cancel.is_set())
@@ -176,8 +223,11 @@ class Indexer:
         progress: Callable[[Progress], None] | None = None,
         cancel: threading.Event | None = None,
         report: IndexReport | None = None,
+        backend: EncodeBackend | None = None,
     ) -> IndexReport:
-        """Decode and encode every live photo that has no vector for the active encoder."""
+        """Decode and encode every live photo that has no vector for the active encoder;
+        `backend` (e.g. desktop.cluster.RayBackend) does the decoding and encoding instead
+        of this process. Every catalog write stays here: one transaction per batch."""
         report = report or IndexReport()
         encoder = self.store.encoder
         eid = encoder.id
@@ -187,10 +237,9 @@ class Indexer:
             return report
         started = time.monotonic()
         done = 0
-        todo: deque[tuple[int, str]] = deque()  # (photo id, path) handed to the decoder, in order
 
-        def paths() -> Iterable[str]:
-            # One decode stream over every page of the catalog: the look-ahead never drains
+        def rows_to_encode() -> Iterator[tuple[int, str]]:
+            # One stream over every page of the catalog: the decode look-ahead never drains
             # between pages, so the encoder never waits for a cold start of the decoders.
             after = 0
             while not (cancel and cancel.is_set()):
@@ -198,20 +247,46 @@ class Indexer:
                 if not page:
                     return
                 after = page[-1][0]
-                for row in page:
-                    todo.append(row)
-                    yield row[1]
+                yield from page
+
+        results = (backend or self).encode_batches(rows_to_encode(), decode_size(encoder))
+        try:
+            for batch in results:
+                self.store.write(lambda c, b=batch: c.save_encoded(eid, b.rows, b.skipped, b.frames))
+                done += batch.count
+                report.encoded += len(batch.rows)
+                report.frames += int(sum(len(v) for v in batch.frames.values()))
+                report.skipped += len(batch.skipped)
+                if progress:
+                    elapsed = time.monotonic() - started
+                    rate = done / max(elapsed, 1e-6)
+                    progress(Progress("encode", done, total, rate, (total - done) / rate if rate else None))
+                if cancel and cancel.is_set():
+                    break
+        finally:
+            results.close()  # stops the decoders (or the cluster's work) now, also on cancel or error
+        report.encode_seconds += time.monotonic() - started
+        if not (cancel and cancel.is_set()) and self.store.read().count_to_encode(eid) == 0:
+            self._mark_complete(eid)
+        return report
+
+    def encode_batches(self, rows: Iterable[tuple[int, str]], size: int) -> Iterator[EncodedBatch]:
+        """The local backend: decode on a few threads here, encode with the library's encoder."""
+        encoder = self.store.encoder
+        todo: deque[tuple[int, str]] = deque()  # (photo id, path) handed to the decoder, in order
+
+        def paths() -> Iterator[str]:
+            for row in rows:
+                todo.append(row)
+                yield row[1]
 
         # The metadata (size, EXIF) comes from the decoder's own open of the file.
-        size = decode_size(encoder)
         decoded = media.iter_decoded(paths(), size=size, nice=DECODE_NICE)
         try:
             # ENCODE_BATCH counts frames, not items: a video brings up to 32 of them.
             for batch in _batches(((todo.popleft(), r) for r in decoded), ENCODE_BATCH, _frame_count):
-                if cancel and cancel.is_set():
-                    break
-                ok_ids, ok_images, metas, skipped, counts = [], [], [], [], []
-                videos: dict[int, list[float]] = {}  # photo id -> its frames' times
+                ok: list[tuple[int, media.Decoded]] = []
+                skipped: list[tuple[int, str]] = []
                 for (photo_id, path), (_, result) in batch:
                     if isinstance(result, media.MediaError) and result.reason == VANISHED:
                         # Moved or deleted since the scan: not a bad photo. Use another copy,
@@ -224,44 +299,11 @@ class Indexer:
                         skipped.append((photo_id, result.reason))
                         log.info("skipped %s: %s", path, result.reason)
                         continue
-                    ok_ids.append(photo_id)
-                    ok_images += [f.image for f in result.frames]
-                    counts.append(len(result.frames))
-                    metas.append(media.meta_fields(result.meta))
-                    if result.frames[0].at_s is not None:
-                        videos[photo_id] = [float(f.at_s or 0.0) for f in result.frames]
-                vectors = (
-                    self.store.encode_images(ok_images)
-                    if ok_images
-                    else np.zeros((0, encoder.dim), np.float32)
-                )
-                rows, frames, start = [], {}, 0
-                for photo_id, n, meta in zip(ok_ids, counts, metas, strict=True):
-                    own = vectors[start : start + n]
-                    start += n
-                    if photo_id in videos:
-                        # The item's own vector: the frames' normalised mean ("similar", the ANN
-                        # index); text queries are matched against each frame (search.py).
-                        mean = own.mean(axis=0)
-                        rows.append((photo_id, mean / max(float(np.linalg.norm(mean)), 1e-9), meta))
-                        frames[photo_id] = list(zip(videos[photo_id], own, strict=True))
-                    else:
-                        rows.append((photo_id, own[0], meta))
-                self.store.write(lambda c, r=rows, s=skipped, f=frames: c.save_encoded(eid, r, s, f))
-                done += len(batch)
-                report.encoded += len(rows)
-                report.frames += int(sum(len(v) for v in frames.values()))
-                report.skipped += len(skipped)
-                if progress:
-                    elapsed = time.monotonic() - started
-                    rate = done / max(elapsed, 1e-6)
-                    progress(Progress("encode", done, total, rate, (total - done) / rate if rate else None))
+                    ok.append((photo_id, result))
+                rows_out, frames = encode_decoded(self.store.encode_images, encoder.dim, ok)
+                yield EncodedBatch(len(batch), rows_out, skipped, frames)
         finally:
             decoded.close()  # stops the decoders now, also on cancel or error
-        report.encode_seconds += time.monotonic() - started
-        if not (cancel and cancel.is_set()) and self.store.read().count_to_encode(eid) == 0:
-            self._mark_complete(eid)
-        return report
 
     def _decode_elsewhere(
         self, photo_id: int, vanished: str, size: int = DECODE_SIZE

@@ -176,12 +176,28 @@ class Library:
 
     # ---- indexing (desktop/indexer.py does the work) -----------------------------------
     def index(
-        self, progress: Callable[[Progress], None] | None = None, cancel: threading.Event | None = None
+        self,
+        progress: Callable[[Progress], None] | None = None,
+        cancel: threading.Event | None = None,
+        cluster: str | None = None,
+        cluster_batch: int | None = None,
     ) -> IndexReport:
-        """Scan every root, encode what is new, rebuild the ANN index. Resumable."""
+        """Scan every root, encode what is new, rebuild the ANN index. Resumable.
+        `cluster`: a Ray address (auto, ray://host:10001, host:port, or local) that decodes
+        and encodes the new photos instead of this process (desktop/cluster.py); the scan
+        and every catalog write stay here. `cluster_batch`: photos per Ray task."""
         self.store.require_writer()
-        with self.store.storage_errors():
-            return self.indexer.index(progress, cancel)
+        backend = None
+        if cluster:
+            from desktop.cluster import RayBackend  # Ray is an optional extra: import on use
+
+            backend = RayBackend(self.store, cluster, **({"batch": cluster_batch} if cluster_batch else {}))
+        try:
+            with self.store.storage_errors():
+                return self.indexer.index(progress, cancel, backend)
+        finally:
+            if backend is not None:
+                backend.close()
 
     def scan(
         self, progress: Callable[[Progress], None] | None = None, cancel: threading.Event | None = None

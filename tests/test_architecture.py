@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"settings", "images", "encoders", "catalog"},  # rows, pixels, plugin contracts
     {"model_host", "media", "index", "downloads"},  # model processes, media decoders, index backends, weight downloads
     {"scanner", "store"},  # the file system; one open data dir
-    {"indexer", "captions", "search"},  # the pipelines
+    {"indexer", "captions", "search", "cluster"},  # the pipelines (cluster: the indexer's Ray backend)
     {"library"},  # THE facade
     {"export", "evaluation", "console"},  # things built on the facade
     {"captions_cli", "cli", "server", "jobs", "ui", "app", "__main__"},  # front ends

@@ -120,3 +120,12 @@ def test_media_quick(bench_out: Path) -> None:
     raw = result["results"]["raw"]
     assert raw["preview_s"] and raw["demosaic_s"]
     assert result["results"]["frame_search"]["runs"][0]["ms"] > 0
+
+
+@pytest.mark.slow
+def test_scale_quick(bench_out: Path) -> None:
+    result = _run("bench.scale", "--queries", "10")
+    measured = result["measured"]
+    assert {r["dim"] for r in measured} == {512, 64} and all(r["recall"] > 0.5 for r in measured)
+    assert [r["n"] for r in result["projected"]] == [1_000_000, 10_000_000]
+    assert all(r["build_rss_mb"] > 0 and r["catalog_bytes"] > 0 for r in result["projected"])
