@@ -1,0 +1,145 @@
+"""Queries in any language: the encoder specs for multilingual models, and heads for a
+multilingual text tower distilled from the English heads (plugins/bert_resnet/distill.py).
+
+Real multilingual weights do not reach this machine, so the plumbing runs on tiny random
+towers: a teacher BERT and a student BERT of another size (both sentence-transformers
+folders made here), a tiny CNN, and teacher heads. Distillation must lower the loss and
+put the student's text vectors next to the teacher's; the heads file it writes must load
+in the real encoder and give the teacher's image vectors unchanged."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sentence_transformers")
+
+from conftest import make_photo  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from plugins.bert_resnet import CnnRef, TextRef  # noqa: E402
+from plugins.bert_resnet import model as M  # noqa: E402
+from plugins.bert_resnet.distill import distill, teacher_vectors  # noqa: E402
+from plugins.bert_resnet.encoder import BertResnetEncoder  # noqa: E402
+
+WORDS = ("a the dog cat man woman child red blue green ball grass water runs sits beach "
+         "le la chien chat rouge bleu plage eau").split()
+COLOURS = ["red", "blue", "green"]
+
+
+def st_folder(folder: Path, hidden: int, layers: int, seed: int) -> Path:
+    """A random BERT saved as a sentence-transformers model folder (tokenizer made here)."""
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        from sentence_transformers.sentence_transformer import modules as models
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers import models  # type: ignore[no-redef]
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    raw = folder / "raw"
+    raw.mkdir(parents=True)
+    (raw / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", *WORDS]) + "\n")
+    BertTokenizerFast(vocab_file=str(raw / "vocab.txt")).save_pretrained(raw)
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=len(WORDS) + 6, hidden_size=hidden, num_hidden_layers=layers,
+                     num_attention_heads=4, intermediate_size=2 * hidden, max_position_embeddings=64)
+    BertModel(cfg).save_pretrained(raw)
+    word = models.Transformer(str(raw), max_seq_length=32)
+    model = SentenceTransformer(modules=[word, models.Pooling(hidden, "mean"), models.Normalize()], device="cpu")
+    model.save(str(folder / "st"))
+    return folder / "st"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory):
+    import torchvision
+
+    root = tmp_path_factory.mktemp("multilingual")
+    teacher_text = M.TextBackbone(TextRef(str(st_folder(root / "teacher", 32, 2, seed=0))))
+    student_text = M.TextBackbone(TextRef(str(st_folder(root / "student", 48, 2, seed=7))))
+    torch.manual_seed(0)
+    net = torchvision.models.mobilenet_v2(weights=None, width_mult=0.25, num_classes=10)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_var.uniform_(0.5, 2.0)
+            m.running_mean.uniform_(-0.1, 0.1)
+    cnn = M.wrap_cnn("mobilenet_v2", net, [f"thing{i}" for i in range(10)], "random-0")
+    cfg = M.HeadsConfig(embed_dim=16, hidden=64, img_tail=1, img_layers=2, img_probs=True, txt_tail=1, members=2)
+    torch.manual_seed(1)
+    heads = M.build_heads(cfg, cnn, teacher_text)
+    header = {"text_backbone": {"name": teacher_text.ref.name, "short": teacher_text.ref.short,
+                                "dim": teacher_text.dim, "layers": 2, "probe": M.fingerprint_text(teacher_text)},
+              "image_backbone": {"arch": cnn.arch, "dim": cnn.feat_dim, "weights": cnn.weights,
+                                 "probe": M.fingerprint_cnn(cnn)},
+              "training": {"split": "toy"}, "metrics": {}}
+    teacher_file = root / "teacher.safetensors"
+    M.save_heads(teacher_file, heads, header)
+    # Toy "captions": every 3-5 word sentence the vocabulary makes in a few patterns.
+    nouns, verbs, places = ["dog", "cat", "man", "woman", "child", "ball"], ["runs", "sits"], ["grass", "water", "beach"]
+    captions = [f"a {c} {n} {v} the {p}" for c, n, v, p in itertools.product(COLOURS, nouns, verbs, places)]
+    captions += [f"the {n} {p}" for n, p in itertools.product(nouns, places)]
+    return root, cnn, teacher_text, student_text, teacher_file, captions
+
+
+@pytest.mark.slow
+def test_distillation_lowers_the_loss_and_lands_near_the_teacher(setup, tmp_path: Path) -> None:
+    root, cnn, teacher_text, student_text, teacher_file, captions = setup
+    out = tmp_path / "student.safetensors"
+    rep = distill(teacher_file, captions, out, student_text, cnn=cnn, teacher_text=teacher_text,
+                  epochs=30, lr=5e-3, batch=32, seed=0)
+    losses = [h["loss"] for h in rep.history]
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert rep.val_cosine > 0.8 and rep.val_cosine > rep.val_cosine_before + 0.3, rep
+
+    # The written heads load in the real encoder (backbone fingerprints checked)...
+    teacher = BertResnetEncoder(teacher_text.ref, CnnRef("mobilenet_v2", None), teacher_file,
+                                backbones=(cnn, teacher_text))
+    student = BertResnetEncoder(student_text.ref, CnnRef("mobilenet_v2", None), out, backbones=(cnn, student_text))
+    assert student.id.startswith(f"bert_resnet:{student_text.ref.short}+mobilenet_v2:heads-")
+    assert student.dim == teacher.dim
+    # ...the image side is the teacher's, so image vectors are unchanged...
+    make_photo(tmp_path / "p.jpg", "red", size=(64, 48))
+    imgs = [Image.open(tmp_path / "p.jpg").convert("RGB"), Image.new("RGB", (40, 60), (10, 200, 30))]
+    np.testing.assert_allclose(student.encode_images(imgs), teacher.encode_images(imgs), atol=2e-3)
+    # ...and a query's text vector is the teacher's, near enough to rank the same photo first.
+    queries = captions[::7]
+    t, s = teacher.encode_texts(queries), student.encode_texts(queries)
+    assert float(np.mean(np.sum(t * s, axis=1))) > 0.8
+    # Random towers map every caption to nearly one direction, so a high cosine alone proves
+    # little: the student must also follow how the teacher's vectors vary between captions.
+    explained = 1 - np.sum((s - t) ** 2) / np.sum((t - t.mean(0)) ** 2)
+    assert explained > 0.5, explained
+    ref = teacher_vectors(M.load_heads(teacher_file, cnn, teacher_text)[0], teacher_text, queries)
+    np.testing.assert_allclose(t, ref, atol=1e-5)  # the targets are what the teacher's encoder returns
+
+
+def test_distilled_heads_refuse_the_wrong_text_tower(setup, tmp_path: Path) -> None:
+    root, cnn, teacher_text, student_text, teacher_file, captions = setup
+    out = tmp_path / "student.safetensors"
+    distill(teacher_file, captions, out, student_text, cnn=cnn, teacher_text=teacher_text, epochs=1, batch=64)
+    from desktop.encoders import EncoderError
+
+    with pytest.raises(EncoderError, match="trained for"):
+        BertResnetEncoder(teacher_text.ref, CnnRef("mobilenet_v2", None), out, backbones=(cnn, teacher_text))
+
+
+def test_too_few_captions_is_a_clear_error(setup, tmp_path: Path) -> None:
+    root, cnn, teacher_text, student_text, teacher_file, _ = setup
+    with pytest.raises(ValueError, match="needs captions"):
+        distill(teacher_file, ["a dog"], tmp_path / "x.safetensors", student_text, cnn=cnn,
+                teacher_text=teacher_text)
+
+
+def test_multilingual_specs_are_listed_and_fail_fast_offline() -> None:
+    from plugins.clip import encoder_plugin
+    from plugins.clip.source import KNOWN_MODELS
+
+    names = [m.spec for m in encoder_plugin.models()]
+    assert any("xlm-roberta-base-ViT-B-32:laion5b_s13b_b90k" in str(n) for n in names), names
+    k = next(k for k in KNOWN_MODELS if k.arch == "xlm-roberta-base-ViT-B-32")
+    assert k.tag == "laion5b_s13b_b90k" and "languages" in k.description
