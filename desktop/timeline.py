@@ -7,6 +7,7 @@ make one section.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -57,3 +58,21 @@ def sections(photos: Sequence[Photo], unit: str = "month") -> list[Section]:
     if key is not None:
         out.append(Section(key, label, start, len(photos) - start))  # type: ignore[arg-type]
     return out
+
+
+_DATE_TERM = re.compile(r"(?<!\S)(from|to|in):(\d{4}(?:-\d{2}(?:-\d{2})?)?)(?!\S)", re.IGNORECASE)
+
+
+def date_terms(text: str) -> tuple[str, str | None, str | None]:
+    """Pull `from:2023-05`, `to:2023-06-30`, `in:2024` (a year, month or day) out of a
+    query: (the rest of the text, taken on or after, taken on or before). The search
+    filters compare these with EXIF taken-at, a month or year covering all its days."""
+    date_from = date_to = None
+    for kind, value in _DATE_TERM.findall(text):
+        kind = kind.lower()
+        if kind in ("from", "in"):
+            date_from = value
+        if kind in ("to", "in"):
+            date_to = value
+    rest = " ".join(_DATE_TERM.sub(" ", text).split())
+    return rest, date_from, date_to

@@ -226,3 +226,29 @@ def test_double_click_opens_the_viewer(qtbot, window_month: MainWindow, dated: P
     qtbot.waitUntil(lambda: window.viewer is not None and window.viewer.isVisible(), timeout=WAIT_MS)
     assert window.viewer.index == 0
     window.viewer.close()
+
+
+def test_date_terms_parse() -> None:
+    from desktop.timeline import date_terms
+
+    assert date_terms("red car from:2023-05 to:2023-06-30") == ("red car", "2023-05", "2023-06-30")
+    assert date_terms("in:2024 beach") == ("beach", "2024", "2024")
+    assert date_terms("dog") == ("dog", None, None)
+    assert date_terms("url:from:x") == ("url:from:x", None, None)  # only whole words
+
+
+def test_date_filters_keep_working_with_a_query(qtbot, window_month: MainWindow, dated: Path) -> None:
+    window = window_month
+    start(qtbot, window, dated, 5)
+    model = window.model
+
+    def names() -> list[str]:
+        return [Path(h.photo.path).name for h in model.hits()]
+
+    qtbot.keyClicks(window.search_bar.edit, "red in:2023-05")
+    qtbot.waitUntil(lambda: not model.browsing and set(names()) == {"may-a.jpg", "may-b.jpg"}, timeout=WAIT_MS)
+    assert names()[0] == "may-a.jpg"  # the red one ranks first; June and 2021 are filtered out
+    window.search_bar.edit.clear()
+    qtbot.keyClicks(window.search_bar.edit, "from:2023-01-01")  # only dates: the timeline, filtered
+    qtbot.waitUntil(lambda: sorted(names()) == ["june.jpg", "may-a.jpg", "may-b.jpg"], timeout=WAIT_MS)
+    assert model.grouped and [s.key for s, _ in model.sections()] == ["2023-06", "2023-05"]

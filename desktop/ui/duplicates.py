@@ -73,7 +73,7 @@ class DuplicatesDialog(QDialog):
         super().__init__(parent)
         self.setObjectName("DuplicatesDialog")
         self.setWindowTitle("Review duplicates")
-        self.resize(980, 680)
+        self.resize(1120, 700)
         self.jobs = jobs
         self.groups: list[Group] = []
         self.undo_stack: list[list[Trashed]] = []
@@ -105,11 +105,13 @@ class DuplicatesDialog(QDialog):
 
         self.tree = QTreeWidget(self)
         self.tree.setObjectName("DuplicatesTree")
-        self.tree.setColumnCount(5)
-        self.tree.setHeaderLabels(["File", "Size", "Taken", "Similarity", "Note"])
+        self.tree.setColumnCount(6)
+        self.tree.setHeaderLabels(["File", "Folder", "Size", "Taken", "Similarity", "Note"])
         self.tree.setIconSize(QPixmap(ICON, ICON).size())
         self.tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.tree.header().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header = self.tree.header()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.tree.setUniformRowHeights(False)
 
         self.trash_button = QPushButton("Move checked to trash…", self)
@@ -216,11 +218,13 @@ class DuplicatesDialog(QDialog):
             note = ("Keep (suggested: " + self._why(group) + ")") if i == 0 else "Move to trash"
             if item.edited:
                 note += " · has your caption/tags"
-            child = QTreeWidgetItem([item.path, size, item.when[:16].replace("T", " "), sim, note])
+            child = QTreeWidgetItem([os.path.basename(item.path), os.path.dirname(item.path), size,
+                                     item.when[:16].replace("T", " "), sim, note])
             child.setData(0, ItemRole, item)
             child.setFlags(child.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             child.setCheckState(0, Qt.CheckState.Unchecked if i == 0 else Qt.CheckState.Checked)
             child.setToolTip(0, item.path)
+            child.setToolTip(1, item.path)
             top.addChild(child)
             self._load_icon(child, item.photo)
 
@@ -232,8 +236,10 @@ class DuplicatesDialog(QDialog):
         if others and keep.when < min(o.when for o in others):
             return "oldest"
         if keep.edited and not all(o.edited for o in others):
-            return "edited"
-        return "first"
+            return "has your edits"
+        if others and len(keep.path) < min(len(o.path) for o in others):
+            return "shorter name"
+        return "first found"
 
     def _load_icon(self, child: QTreeWidgetItem, photo) -> None:  # noqa: ANN001 - Photo
         token = self._token

@@ -154,7 +154,7 @@ class PhotoModel(QIdentityProxyModel):
             for sec in sections([h.photo for h in self._hits], self.group_by or "month"):
                 first = len(rows)
                 self._sections.append((sec, first))
-                for c in range(min(cols, sec.count)):
+                for c in range(cols):  # fillers of a short first line paint their slice too
                     self._first_rows[first + c] = (f"{sec.label} · {sec.count}", c)
                 rows.extend(range(sec.start, sec.start + sec.count))
                 rows.extend([-1] * (-sec.count % cols))  # pad: the next section starts a line
