@@ -143,3 +143,33 @@ def test_multilingual_specs_are_listed_and_fail_fast_offline() -> None:
     assert any("xlm-roberta-base-ViT-B-32:laion5b_s13b_b90k" in str(n) for n in names), names
     k = next(k for k in KNOWN_MODELS if k.arch == "xlm-roberta-base-ViT-B-32")
     assert k.tag == "laion5b_s13b_b90k" and "languages" in k.description
+
+
+@pytest.mark.slow
+@pytest.mark.weights
+def test_cli_distils_the_shipped_heads(setup, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`lumen train-heads --distill` on the real teacher: the shipped MiniLM + MobileNetV2
+    heads (real MiniLM from its package, real CNN weights from ../shared), into a tiny
+    student (the real multilingual MiniLM does not reach this machine)."""
+    import json
+
+    from desktop.cli import main
+    from plugins.bert_resnet import BUNDLED_HEADS_DIR, find_cnn_weights
+
+    if find_cnn_weights("mobilenet_v2") is None:
+        pytest.skip("no local MobileNetV2 weights (../shared/models)")
+    student_dir = setup[0] / "student" / "st"
+    captions = setup[5]
+    tsv = tmp_path / "captions.tsv"
+    tsv.write_text("image\tcaption\n" + "\n".join(f"img{i // 3}.jpg\t{c}" for i, c in enumerate(captions)) + "\n")
+    (tmp_path / "train.txt").write_text("\n".join(f"img{i}.jpg" for i in range(len(captions) // 3)))
+    out = tmp_path / "student.safetensors"
+    rc = main(["train-heads", "--home", str(tmp_path / "home"), "--distill",
+               str(BUNDLED_HEADS_DIR / "minilm-mobilenetv2-flickr8k.safetensors"), "--student", str(student_dir),
+               "--captions", str(tsv), "--split", str(tmp_path / "train.txt"), "--epochs", "20",
+               "--out", str(out), "--json"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["out"] == str(out) and out.exists()
+    assert report["history"][-1]["loss"] < report["history"][0]["loss"]
+    assert report["val_cosine"] > report["val_cosine_before"]
