@@ -95,6 +95,11 @@ def test_timeline_headers_for_known_dates(qtbot, window_month: MainWindow, dated
     assert {Path(model.hit(may_row + i).photo.path).name for i in range(2)} == {"may-a.jpg", "may-b.jpg"}
     assert model.hit(may_row + 2) is None and not model.flags(model.index(may_row + 2, 0))  # a filler
     assert window.grid.gridSize().height() > HEADER_H * 2
+    # The grid's own arrow keys step over the fillers to the next section's photo.
+    window.grid.setCurrentIndex(model.index(may_row + 1, 0))
+    window.grid.setFocus()
+    qtbot.keyClick(window.grid, Qt.Key.Key_Right)
+    assert window.grid.currentIndex().row() == model.sections()[2][1]
     # The scrubber lists the months and jumps the grid.
     assert window.scrubber.isVisible()
     assert window.scrubber.keys() == ["2023-06", "2023-05", "2022-12", "2021-03"]
