@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from desktop import captions, media, search
+from desktop import captions, duplicates, media, search, trash
 from desktop.captions import DEFAULT_CAPTIONER, CaptionReport, parse_tags
 from desktop.catalog import Album, Catalog, CatalogError, Photo, PhotoText, Root, Skipped
+from desktop.duplicates import Group
 from desktop.encoders import Encoder, EncoderError, better_encoder
 from desktop.index import AnnoyBackend, IndexBackend
 from desktop.indexer import Indexer, IndexReport
@@ -29,6 +30,7 @@ from desktop.scanner import Change, Watcher
 from desktop.search import Filters, Found, Hit, Term, parse_query
 from desktop.settings import Paths
 from desktop.store import LibraryError, Progress, ReadOnlyError, Store
+from desktop.trash import Trashed, TrashError
 
 log = logging.getLogger(__name__)
 
@@ -360,6 +362,60 @@ class Library:
     def tag_counts(self, contains: str | None = None, limit: int | None = None) -> list[tuple[str, int]]:
         return self.store.read().tag_counts(contains, limit)
 
+    # ---- duplicates review (desktop/duplicates.py, desktop/trash.py) --------------------
+    def exact_duplicates(self) -> list[Group]:
+        """Photos whose bytes are at several paths, the suggested keeper first."""
+        return duplicates.exact_groups(self.store)
+
+    def duplicate_thresholds(self) -> tuple[float, float]:
+        """(default, lowest) near-duplicate threshold for the active encoder (measured on
+        UKBench, see desktop/duplicates.py)."""
+        spec = self.store.encoder_spec  # "bert_resnet:..." names the plugin, no model loaded
+        return duplicates.default_threshold(spec), duplicates.pair_floor(spec)
+
+    def near_duplicate_pairs(self, floor: float | None = None) -> list[tuple[int, int, float]]:
+        """(photo, photo, similarity) pairs at least `floor` alike, for near_duplicates()."""
+        return duplicates.near_pairs(self.store, floor)
+
+    def near_duplicates(self, pairs: Sequence[tuple[int, int, float]] | None = None,
+                        threshold: float | None = None) -> list[Group]:
+        """Groups of photos at least `threshold` alike (pairs: from near_duplicate_pairs)."""
+        if threshold is None:
+            threshold = self.duplicate_thresholds()[0]
+        if pairs is None:
+            pairs = duplicates.near_pairs(self.store, threshold)
+        return duplicates.group_pairs(self.store, pairs, threshold)
+
+    def trash_files(self, paths: Sequence[str]) -> tuple[list[Trashed], list[str]]:
+        """Move files to the system trash (never deleted outright) and tell the catalog.
+        Returns what went (for restore_files) and a reason per file that could not."""
+        self.store.require_writer()
+        done: list[Trashed] = []
+        failed: list[str] = []
+        for path in paths:
+            try:
+                done.append(trash.move_to_trash(path))
+            except TrashError as exc:
+                failed.append(str(exc))
+        if done:
+            self.apply_changes([Change("deleted", t.original) for t in done])
+        return done, failed
+
+    def restore_files(self, items: Sequence[Trashed]) -> tuple[list[str], list[str]]:
+        """Put trashed files back where they were; the catalog sees them again (same hash:
+        the photo keeps its captions, tags and vectors)."""
+        self.store.require_writer()
+        back: list[str] = []
+        failed: list[str] = []
+        for item in items:
+            try:
+                back.append(trash.restore(item))
+            except (TrashError, OSError) as exc:
+                failed.append(str(exc))
+        if back:
+            self.apply_changes([Change("created", p) for p in back])
+        return back, failed
+
     # ---- thumbnails ---------------------------------------------------------------------
     def thumbnail(self, photo: Photo, size: int = 256, at_s: float | None = None) -> Path:
         """A cached JPEG thumbnail (keyed by content hash and size; oriented). Safe from any
@@ -430,6 +486,7 @@ __all__ = [
     "CaptionReport",
     "Filters",
     "Found",
+    "Group",
     "Hit",
     "IndexReport",
     "Library",
@@ -438,6 +495,8 @@ __all__ = [
     "Progress",
     "ReadOnlyError",
     "Term",
+    "TrashError",
+    "Trashed",
     "parse_query",
     "parse_tags",
 ]

@@ -18,16 +18,16 @@ DATA = Path(__file__).resolve().parent / "data"
 # caught below). A new module must be placed here: that is the point.
 LAYERS: list[set[str]] = [
     {"settings", "images", "encoders", "catalog"},  # rows, pixels, plugin contracts
-    {"model_host", "media", "index", "downloads"},  # model processes, media decoders, index backends, weight downloads
-    {"scanner", "store"},  # the file system; one open data dir
-    {"indexer", "captions", "search", "cluster"},  # the pipelines (cluster: the indexer's Ray backend)
+    {"model_host", "media", "index", "downloads", "timeline"},  # model processes, media decoders, index backends, weight downloads, dates
+    {"scanner", "store", "trash"},  # the file system; one open data dir
+    {"indexer", "captions", "search", "cluster", "duplicates"},  # the pipelines (cluster: the indexer's Ray backend)
     {"library"},  # THE facade
     {"export", "evaluation", "console"},  # things built on the facade
     {"captions_cli", "cli", "server", "jobs", "ui", "app", "__main__"},  # front ends
 ]
 FRONT_ENDS = LAYERS[-1]
 # Front ends call the facade; the machinery under it is not theirs to reach into.
-BEHIND_THE_FACADE = {"store", "indexer", "captions", "search", "scanner", "index", "model_host"}
+BEHIND_THE_FACADE = {"store", "indexer", "captions", "search", "scanner", "index", "model_host", "trash", "duplicates"}
 QT_ALLOWED = {"jobs", "ui", "app"}
 LAYER_OF = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 

@@ -35,7 +35,9 @@ def names(window: MainWindow) -> list[str]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> QSettings:
-    return QSettings(str(tmp_path / "lumen.ini"), QSettings.Format.IniFormat)
+    s = QSettings(str(tmp_path / "lumen.ini"), QSettings.Format.IniFormat)
+    s.setValue("timeline/unit", "none")  # these tests count rows: the timeline (test_viewer.py) pads them
+    return s
 
 
 def make_window(qtbot, lib: Library, settings: QSettings) -> MainWindow:

@@ -24,7 +24,9 @@ def test_a_video_hit_shows_its_moment_and_plays_from_it(qtbot, lib: Library, tmp
     write_video(root / "party.mp4")
     make_photo(root / "yellow.jpg", "yellow")
     lib.add_root(root)
-    window = MainWindow(Jobs(lib), QSettings(str(tmp_path / "lumen.ini"), QSettings.Format.IniFormat))
+    settings = QSettings(str(tmp_path / "lumen.ini"), QSettings.Format.IniFormat)
+    settings.setValue("timeline/unit", "none")  # this test counts rows: the timeline pads them
+    window = MainWindow(Jobs(lib), settings)
     qtbot.addWidget(window)
     window.show()
     try:

@@ -430,6 +430,32 @@ class ItemsMixin:
             "new": by.get("new", 0),
         }
 
+    # --- duplicates review (issue 15) ---
+    def copies(self) -> dict[int, list[tuple[str, float]]]:
+        """Live photos with several files: photo id -> [(path, file mtime)] in file order."""
+        rows = self.conn.execute(
+            "SELECT f.photo_id, f.path, f.mtime FROM files f JOIN photos p ON p.id=f.photo_id "
+            "WHERE p.gone_at IS NULL AND f.photo_id IN "
+            "(SELECT photo_id FROM files WHERE photo_id IS NOT NULL GROUP BY photo_id HAVING COUNT(*) > 1) "
+            "ORDER BY f.photo_id, f.id"
+        ).fetchall()
+        out: dict[int, list[tuple[str, float]]] = {}
+        for pid, path, mtime in rows:
+            out.setdefault(pid, []).append((path, mtime))
+        return out
+
+    def edited_ids(self, ids: Sequence[int]) -> set[int]:
+        """Those of `ids` with the user's own caption or tags."""
+        out: set[int] = set()
+        for chunk in _chunks(list(ids), 500):
+            rows = self.conn.execute(
+                f"SELECT photo_id FROM captions WHERE source='user' AND photo_id IN ({_qs(chunk)}) "
+                f"UNION SELECT photo_id FROM tag_sets WHERE source='user' AND photo_id IN ({_qs(chunk)})",
+                chunk + chunk,
+            ).fetchall()
+            out |= {r[0] for r in rows}
+        return out
+
     # ==== captions, tags, words, smart albums (issue 5) ======================================
     # Captions and tags are stored per (photo, source), so a better captioner adds rows. The
     # user's own words live under source USER: a caption with edited=1, and a tag set marked

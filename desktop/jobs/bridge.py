@@ -24,7 +24,8 @@ from desktop.encoders import (
 from desktop.jobs.indexing import IndexingJob
 from desktop.jobs.thumbnails import ThumbnailLoader
 from desktop.jobs.workers import Worker, WorkerPool, encoder_gate, ensure_encoder, log_failure
-from desktop.library import Hit, Library, LibraryStatus
+from desktop.library import Filters, Hit, Library, LibraryStatus
+from desktop.timeline import date_terms
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +76,20 @@ class PluginModels:
 def _run_query(lib: Library, query: Query, k: int) -> tuple[list[Hit], bool]:
     if query.empty():
         return browse(lib), True
+    # "from:2023-05 to:2023-06" / "in:2024" in the bar: date filters, with or without words.
+    rest, date_from, date_to = date_terms(query.text)
+    filters = Filters(date_from=date_from, date_to=date_to) if date_from or date_to else None
+    text = rest.strip() or None
+    if filters is not None and not text and not query.images and query.similar_to is None:
+        allowed = set(lib.allowed_ids(filters).tolist())  # type: ignore[union-attr]
+        return [h for h in browse(lib) if h.photo.id in allowed], True
     ensure_encoder(lib)
-    text = query.text.strip() or None
     if query.similar_to is not None and not text and not query.images:
-        return lib.similar(query.similar_to, k=k), False
+        return lib.similar(query.similar_to, k=k, filters=filters), False
     image_paths = list(query.images)
     if query.similar_path:
         image_paths.append(query.similar_path)
-    return lib.search(text, image_paths, k=k), False
+    return lib.search(text, image_paths, k=k, filters=filters), False
 
 
 def browse(lib: Library, limit: int = BROWSE_LIMIT) -> list[Hit]:

@@ -53,6 +53,7 @@ from PySide6.QtWidgets import (
 from desktop.jobs import ThumbnailLoader, thumb_key
 from desktop.library import Hit
 from desktop.media import clock, is_media_path
+from desktop.timeline import Section, sections
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ THUMB = 168  # logical pixels, the longer side of a thumbnail in the grid
 PAD = 8
 LABEL_H = 22
 CELL = QSize(THUMB + 2 * PAD, THUMB + 2 * PAD + LABEL_H)
+HEADER_H = 30  # the timeline's date strip above each grid line (grouped listing only)
 PIXMAP_CACHE = 900  # ~100 MB at 2x: several screens of thumbnails
 # Built once: combining enum flags is a Python call, and paint() runs per visible cell.
 _ITEM_FLAGS = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsDragEnabled
@@ -98,6 +100,15 @@ class PhotoModel(QIdentityProxyModel):
         self._pixmaps: OrderedDict[str, QPixmap] = OrderedDict()
         self._failed: dict[str, str] = {}
         self.browsing = True
+        # The timeline (issue 15): with no query and a unit, each date section starts a new
+        # grid line and its first line carries a header strip. Done in this model, not with
+        # header items of another size, so every cell keeps one size and QListView keeps
+        # its arithmetic layout (variable sizes cost ~1.6 s of Python per layout at 100k).
+        self.group_by: str | None = None  # "day" | "month" | None
+        self.columns = 1
+        self._rows: list[int] | None = None  # row -> hit index (-1: filler); None: identity
+        self._first_rows: dict[int, tuple[str, int]] = {}  # row -> (section label, column)
+        self._sections: list[tuple[Section, int]] = []  # (section, its first row)
         if loader is not None:
             loader.loaded.connect(self._thumbnail_loaded)
             loader.failed.connect(self._thumbnail_failed)
@@ -106,18 +117,80 @@ class PhotoModel(QIdentityProxyModel):
     def set_hits(self, hits: Sequence[Hit], browsing: bool = False) -> None:
         self._hits = list(hits)
         self.browsing = browsing
+        self._relayout()
+
+    def set_grouping(self, unit: str | None, columns: int | None = None) -> bool:
+        """Group by "day"/"month" (or not) at `columns` per line; True when rows changed."""
+        columns = max(1, columns or self.columns)
+        if unit == self.group_by and (columns == self.columns or not self.grouped):
+            self.columns = columns
+            return False
+        self.group_by, self.columns = unit, columns
+        self._relayout()
+        return True
+
+    @property
+    def grouped(self) -> bool:
+        return self.group_by is not None and self.browsing and bool(self._hits)
+
+    def sections(self) -> list[tuple[Section, int]]:
+        """The timeline's sections with the row each starts at ([] when not grouped)."""
+        return list(self._sections)
+
+    def header_of(self, row: int) -> tuple[str, int] | None:
+        """(section label, column) when the row is on a section's first line."""
+        return self._first_rows.get(row)
+
+    def _relayout(self) -> None:
         self._painted = {}
+        self._first_rows = {}
+        self._sections = []
+        if not self.grouped:
+            self._rows = None
+            count = len(self._hits)
+        else:
+            rows: list[int] = []
+            cols = self.columns
+            for sec in sections([h.photo for h in self._hits], self.group_by or "month"):
+                first = len(rows)
+                self._sections.append((sec, first))
+                for c in range(cols):  # fillers of a short first line paint their slice too
+                    self._first_rows[first + c] = (f"{sec.label} · {sec.count}", c)
+                rows.extend(range(sec.start, sec.start + sec.count))
+                rows.extend([-1] * (-sec.count % cols))  # pad: the next section starts a line
+            self._rows = rows
+            count = len(rows)
         # One reset, forwarded from the source; the strings are placeholders (data() answers).
-        self._rows_source.setStringList([""] * len(self._hits))
+        self._rows_source.setStringList([""] * count)
 
     def hit(self, row: int) -> Hit | None:
+        if self._rows is not None:
+            if not 0 <= row < len(self._rows) or self._rows[row] < 0:
+                return None
+            row = self._rows[row]
         return self._hits[row] if 0 <= row < len(self._hits) else None
+
+    def hit_index(self, row: int) -> int | None:
+        """The row's position among the hits (what the viewer walks), None for a filler."""
+        hit = self.hit(row)
+        if hit is None:
+            return None
+        return self._rows[row] if self._rows is not None else row
+
+    def row_of_hit(self, index: int) -> int | None:
+        if self._rows is None:
+            return index if 0 <= index < len(self._hits) else None
+        try:
+            return self._rows.index(index)
+        except ValueError:
+            return None
 
     def hits(self) -> list[Hit]:
         return list(self._hits)
 
     def row_of(self, photo_id: int) -> int | None:
-        return next((i for i, h in enumerate(self._hits) if h.photo.id == photo_id), None)
+        index = next((i for i, h in enumerate(self._hits) if h.photo.id == photo_id), None)
+        return None if index is None else self.row_of_hit(index)
 
     def pixmap(self, row: int) -> QPixmap | None:
         """The row's thumbnail, or None (and a request for it) while it is being made."""
@@ -138,9 +211,9 @@ class PhotoModel(QIdentityProxyModel):
 
     # -- Qt model API --
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> object:
-        if not index.isValid() or not 0 <= index.row() < len(self._hits):
+        hit = self.hit(index.row()) if index.isValid() else None
+        if hit is None:
             return None
-        hit = self._hits[index.row()]
         if role == Qt.ItemDataRole.DisplayRole:
             return os.path.basename(hit.photo.path)
         if role == Qt.ItemDataRole.DecorationRole:
@@ -156,7 +229,11 @@ class PhotoModel(QIdentityProxyModel):
         return None
 
     def flags(self, index: QModelIndex | QPersistentModelIndex) -> Qt.ItemFlag:
-        return _ITEM_FLAGS if index.isValid() else Qt.ItemFlag.ItemIsDropEnabled
+        if not index.isValid():
+            return Qt.ItemFlag.ItemIsDropEnabled
+        if self._rows is not None and self.hit(index.row()) is None:
+            return Qt.ItemFlag.NoItemFlags  # a filler: not selectable, the cursor skips it
+        return _ITEM_FLAGS
 
     def mimeTypes(self) -> list[str]:
         return ["text/uri-list", "text/plain"]
@@ -192,7 +269,9 @@ class PhotoModel(QIdentityProxyModel):
         return None
 
     def keys_of(self, first: int, last: int) -> list[str]:
-        return [thumb_key(h.photo) for h in self._hits[max(first, 0) : last + 1]]
+        if self._rows is None:
+            return [thumb_key(h.photo) for h in self._hits[max(first, 0) : last + 1]]
+        return [thumb_key(self._hits[i].photo) for i in self._rows[max(first, 0) : last + 1] if i >= 0]
 
     def _thumbnail_loaded(self, key: str, image: QImage) -> None:
         pixmap = QPixmap.fromImage(image)  # GUI thread: the only place QPixmaps are made
@@ -235,6 +314,16 @@ class PhotoDelegate(QStyledItemDelegate):
         painter.save()
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         card = rect.adjusted(3, 3, -3, -3)
+        model = index.model()
+        if isinstance(model, PhotoModel) and model.grouped:
+            header = model.header_of(index.row())
+            if header is not None:
+                self._paint_header(painter, rect, *header)
+            if model.hit(index.row()) is None:  # a filler ending a section's last line
+                painter.restore()
+                return
+            rect = QRect(rect.x(), rect.y() + HEADER_H, rect.width(), rect.height() - HEADER_H)
+            card = rect.adjusted(3, 3, -3, -3)
         if selected or hovered:
             path = QPainterPath()
             path.addRoundedRect(card, 8, 8)
@@ -245,7 +334,6 @@ class PhotoDelegate(QStyledItemDelegate):
                 painter.setPen(QPen(self.accent, 2))
                 painter.drawPath(path)
         box = QRect(rect.x() + (rect.width() - THUMB) // 2, rect.y() + PAD, THUMB, THUMB)
-        model = index.model()
         # Straight to the Python model: index.data() would cross into C++ and back per role.
         if isinstance(model, PhotoModel):
             hit = model.hit(index.row())
@@ -276,6 +364,22 @@ class PhotoDelegate(QStyledItemDelegate):
         title = os.path.basename(hit.photo.path) if hit is not None else ""
         name = painter.fontMetrics().elidedText(title, Qt.TextElideMode.ElideMiddle, label.width())
         painter.drawText(label, _CENTER, name)
+        painter.restore()
+
+    def _paint_header(self, painter: QPainter, rect: QRect, text: str, column: int) -> None:
+        """The date strip over a section's first line: each cell paints its slice of one
+        text laid out from the line's left edge (so nothing depends on cells' clipping)."""
+        painter.save()
+        strip = QRect(rect.x(), rect.y(), rect.width(), HEADER_H)
+        painter.setClipRect(strip)
+        font = QFont(self.font)
+        font.setPointSizeF(self.font.pointSizeF() + 2.5)
+        font.setBold(True)
+        painter.setFont(font)
+        painter.setPen(self.text)
+        line_left = rect.x() - column * rect.width()
+        painter.drawText(QRect(line_left + 12, rect.y() + 4, 4000, HEADER_H - 4),
+                         Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, text)
         painter.restore()
 
 
@@ -330,6 +434,8 @@ class PhotoGrid(QListView):
         self.setDefaultDropAction(Qt.DropAction.CopyAction)
         self.setDropIndicatorShown(False)
         self.empty_text = "Add a folder to start: drop it here or use “Add folder” on the left."
+        self.columns = 1
+        model.modelReset.connect(self._model_reset)
         self._retain = QTimer(self, singleShot=True, interval=60)
         self._retain.timeout.connect(self._retain_visible)
         self.verticalScrollBar().valueChanged.connect(self._retain.start)
@@ -339,9 +445,44 @@ class PhotoGrid(QListView):
         # leaves room for the scroll bar whether it is shown or not, so showing it cannot
         # push the last column onto the next line.
         width = self.width() - 2 * self.frameWidth() - self.verticalScrollBar().sizeHint().width() - 8
-        columns = max(1, width // CELL.width())
-        self.setGridSize(QSize(max(CELL.width(), width // columns), CELL.height()))
+        self.columns = max(1, width // CELL.width())
+        self._apply_layout()
         super().resizeEvent(event)
+
+    def _apply_layout(self) -> None:
+        width = self.width() - 2 * self.frameWidth() - self.verticalScrollBar().sizeHint().width() - 8
+        model = self.photo_model()
+        extra = HEADER_H if model.grouped else 0
+        self.setGridSize(QSize(max(CELL.width(), width // self.columns), CELL.height() + extra))
+        if model.group_by is not None and model.columns != self.columns:
+            self.set_grouping(model.group_by)
+
+    def set_grouping(self, unit: str | None) -> None:
+        """Timeline on/off (or the columns changed): rows are rebuilt; the current photo
+        stays current and in view."""
+        model = self.photo_model()
+        current = self.currentIndex().data(HitRole) if self.currentIndex().isValid() else None
+        if model.set_grouping(unit, self.columns):
+            self.setGridSize(QSize(self.gridSize().width(), CELL.height() + (HEADER_H if model.grouped else 0)))
+            row = model.row_of(current.photo.id) if current is not None else None
+            if row is not None:
+                self.setCurrentIndex(model.index(row, 0))
+                self.scrollTo(model.index(row, 0))
+
+    def scroll_to_section(self, key: str) -> None:
+        """The scrubber: the section's first line at the top of the grid."""
+        model = self.photo_model()
+        for sec, row in model.sections():
+            if sec.key == key:
+                self.scrollTo(model.index(row, 0), QAbstractItemView.ScrollHint.PositionAtTop)
+                return
+
+    def _model_reset(self) -> None:
+        # New hits (browsing or not): the cell height follows whether they are grouped.
+        grouped = self.photo_model().grouped
+        height = CELL.height() + (HEADER_H if grouped else 0)
+        if self.gridSize().height() != height:
+            self.setGridSize(QSize(self.gridSize().width(), height))
 
     def photo_model(self) -> PhotoModel:
         return self.model()  # type: ignore[return-value]

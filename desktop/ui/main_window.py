@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from PySide6.QtCore import QByteArray, QItemSelectionModel, QModelIndex, QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QImage, QKeySequence
+from PySide6.QtGui import QCloseEvent, QImage
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -29,13 +29,17 @@ from PySide6.QtWidgets import (
 
 from desktop.jobs import Jobs, Query, Results, format_duration, load_small_image
 from desktop.library import IndexReport, LibraryStatus, Progress
+from desktop.ui import shortcuts, system
 from desktop.ui.detail import DetailPanel
+from desktop.ui.duplicates import DuplicatesDialog
 from desktop.ui.grid import HitRole, PhotoGrid, PhotoModel
 from desktop.ui.model_offer import ModelOffer
 from desktop.ui.search_bar import SearchBar
 from desktop.ui.settings_dialog import SettingsDialog, saved_captioner
 from desktop.ui.sidebar import ProblemsDialog, Sidebar
 from desktop.ui.tags_panel import jobs_runner
+from desktop.ui.timeline import DateScrubber
+from desktop.ui.viewer import Viewer
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +174,19 @@ class MainWindow(QMainWindow):
         self.splitter.setHandleWidth(1)
         self.sidebar = Sidebar(jobs, self.splitter)
         self.model = PhotoModel(jobs.thumbnails, self)
-        self.grid = PhotoGrid(self.model, self.splitter)
+        # The grid and the timeline's date scrubber share the splitter's middle slot.
+        middle = QWidget(self.splitter)
+        middle.setObjectName("GridArea")
+        middle_layout = QHBoxLayout(middle)
+        middle_layout.setContentsMargins(0, 0, 0, 0)
+        middle_layout.setSpacing(0)
+        self.grid = PhotoGrid(self.model, middle)
+        self.scrubber = DateScrubber(self.grid, middle)
+        middle_layout.addWidget(self.grid, 1)
+        middle_layout.addWidget(self.scrubber)
+        self.viewer: Viewer | None = None
+        self.viewer_full_screen = True
+        self.duplicates: DuplicatesDialog | None = None
         self.detail = DetailPanel(jobs, self.splitter)
         self.detail.set_captioner(saved_captioner(self.settings))
         for i, (stretch, minimum) in enumerate(((0, 200), (1, 300), (0, 260))):
@@ -205,10 +221,104 @@ class MainWindow(QMainWindow):
         self._browse_timer.timeout.connect(self._refresh_browse)
         self._wire()
         self._restore_state()
-        focus = QAction(self)
-        focus.setShortcut(QKeySequence.StandardKey.Find)
-        focus.triggered.connect(lambda: self.search_bar.edit.setFocus())
-        self.addAction(focus)
+        self._install_shortcuts()
+
+    # -- keys and menus (desktop/ui/shortcuts.py is the one table) --
+    def _install_shortcuts(self) -> None:
+        unit = str(self.settings.value("timeline/unit", "month"))
+        self.scrubber.set_unit(unit if unit in ("month", "day") else None)
+        self.grid.set_grouping(unit if unit in ("month", "day") else None)
+        self.scrubber.unit_changed.connect(self.set_timeline_unit)
+        self.grid.doubleClicked.connect(lambda index: self.open_viewer(index.row()))
+        self.grid_actions = shortcuts.install(self.grid, "Grid", {"open_viewer": self.open_viewer})
+        self.actions_ = shortcuts.install(self, "Window", {
+            "search": lambda: self.search_bar.edit.setFocus(),
+            "similar": self._similar_to_current,
+            "reveal": lambda: self._hand_over(system.reveal),
+            "open_default": lambda: self._hand_over(system.open_default),
+            "add_folder": lambda: self.sidebar.add_folder(),
+            "duplicates": self.open_duplicates,
+            "timeline_unit": self.scrubber.cycle_unit,
+            "settings": self.open_settings,
+            "shortcuts": self.show_shortcuts,
+            "quit": self.close,
+        })
+        a = self.actions_
+        bar = self.menuBar()
+        bar.setObjectName("MenuBar")
+        for title, ids in (("&File", ["add_folder", None, "settings", None, "quit"]),
+                           ("&Photo", ["open_viewer", "similar", None, "reveal", "open_default"]),
+                           ("&View", ["search", "timeline_unit", None, "duplicates"]),
+                           ("&Help", ["shortcuts"])):
+            menu = bar.addMenu(title)
+            for id_ in ids:
+                if id_ is None:
+                    menu.addSeparator()
+                else:
+                    menu.addAction(a.get(id_) or self.grid_actions[id_])
+
+    def open_viewer(self, row: int | None = None) -> Viewer | None:
+        """The current (or given) result full screen; arrows walk the results."""
+        row = self.grid.currentIndex().row() if row is None else row
+        index = self.model.hit_index(row) if row is not None and row >= 0 else None
+        if index is None:
+            return None
+        if self.viewer is None:
+            self.viewer = Viewer(self.jobs, self)
+            self.viewer.moved.connect(self._viewer_moved)
+            self.viewer.closed.connect(self._viewer_closed)
+            self.viewer.failed.connect(lambda text: self.message_bar.show_message(text, "warning"))
+        self.viewer.open(self.model.hits(), index, full_screen=self.viewer_full_screen)
+        return self.viewer
+
+    def _viewer_moved(self, index: int) -> None:
+        # The grid follows the viewer, so Esc lands on the photo last seen.
+        row = self.model.row_of_hit(index)
+        if row is not None and row != self.grid.currentIndex().row():
+            self.grid.selectionModel().setCurrentIndex(
+                self.model.index(row, 0), QItemSelectionModel.SelectionFlag.ClearAndSelect)
+
+    def _viewer_closed(self, index: int) -> None:
+        row = self.model.row_of_hit(index)
+        self.activateWindow()
+        self.grid.setFocus()
+        if row is not None:
+            self.grid.scrollTo(self.model.index(row, 0))  # no-op when it is already in view
+
+    def open_duplicates(self) -> DuplicatesDialog:
+        if self.duplicates is None:
+            self.duplicates = DuplicatesDialog(self.jobs, self)
+            self.duplicates.trashed.connect(lambda n: self._files_changed(f"{n} file(s) moved to the trash"))
+            self.duplicates.restored.connect(lambda n: self._files_changed(f"{n} file(s) restored"))
+        else:
+            self.duplicates.reload()
+        self.duplicates.show()
+        self.duplicates.raise_()
+        return self.duplicates
+
+    def _files_changed(self, text: str) -> None:
+        self.status_label.setText(text)
+        self.sidebar.refresh()
+        self.search_bar.refresh()  # the listing or the results lost (or regained) files
+
+    def show_shortcuts(self) -> shortcuts.ShortcutsDialog:
+        dialog = shortcuts.ShortcutsDialog(self)
+        dialog.open()
+        return dialog
+
+    def set_timeline_unit(self, unit: str | None) -> None:
+        self.settings.setValue("timeline/unit", unit or "none")
+        self.grid.set_grouping(unit)
+
+    def _similar_to_current(self) -> None:
+        hit = self._current_hit()
+        if hit is not None:
+            self.find_similar(hit.photo.id, hit.photo.path)
+
+    def _hand_over(self, fn: Callable[[str], str | None]) -> None:
+        hit = self._current_hit()
+        if hit is not None and (problem := fn(hit.photo.path)):
+            self.message_bar.show_message(problem, "warning")
 
     # -- wiring --
     def _wire(self) -> None:

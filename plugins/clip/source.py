@@ -66,6 +66,10 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
                "OpenAI's original ViT-B/32", 605),
     KnownModel("MobileCLIP2-S0", "dfndr2b", "timm/MobileCLIP2-S0-OpenCLIP",
                "Apple MobileCLIP2-S0: fast and strong, but a non-commercial research-only licence", 300),
+    KnownModel("xlm-roberta-base-ViT-B-32", "laion5b_s13b_b90k",
+               "laion/CLIP-ViT-B-32-xlm-roberta-base-laion5B-s13B-b90k",
+               "LAION ViT-B/32 with an XLM-RoBERTa text tower: queries in ~100 languages "
+               "(also needs the xlm-roberta-base tokenizer/config from the hub cache)", 1470),
     KnownModel("ViT-L-14", "datacomp_xl_s13b_b90k", "laion/CLIP-ViT-L-14-DataComp.XL-s13B-b90K",
                "DataComp ViT-L/14: high quality, for a GPU", 1710),
 )
