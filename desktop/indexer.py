@@ -237,7 +237,7 @@ class Indexer:
                     ok_images.append(image)
                     metas.append(_meta_dict(path, image, meta))
                 vectors = (
-                    self.lib._encode_images(ok_images)
+                    self.lib.reranking.encode_images(ok_images, ok_ids)  # + region features, same pass
                     if ok_images
                     else np.zeros((0, encoder.dim), np.float32)
                 )

@@ -33,6 +33,7 @@ from desktop.encoders import Encoder, EncoderError, LazyModel, create_encoder
 from desktop.index import AnnIndex
 from desktop.indexer import Indexer, IndexReport, Progress, decode_size
 from desktop.model_host import RemoteEncoder, end_process
+from desktop.rerank import Reranking
 from desktop.scanner import Change, Watcher
 from desktop.settings import DEFAULT_ENCODER, Paths, encoder_slug, paths
 
@@ -138,10 +139,12 @@ class Library:
         model_process: bool = False,
         model_nice: int = 0,
         model_idle_s: float | None = None,
+        rerank: bool | None = None,
     ) -> None:
         """`model_process`: run models in a child process (the window does: its process then
         never imports torch, see model_host.py); `model_nice` lowers that process's priority
-        and `model_idle_s` ends it after that long unused (the next request restarts it)."""
+        and `model_idle_s` ends it after that long unused (the next request restarts it).
+        `rerank` overrides the re-ranking setting for this session (desktop/rerank.py)."""
         self.paths: Paths = paths(home)
         self.model_process, self.model_nice, self.model_idle_s = model_process, model_nice, model_idle_s
         self._readonly_why = "opened read-only"
@@ -196,6 +199,7 @@ class Library:
         self.device = device
         self._encoder: Encoder | None = None
         self._previous: Encoder | None = None  # answers queries while a new encoder catches up
+        self.reranking = Reranking(self, rerank)
         if not self.readonly and (encoder or weights):
             self._write(
                 lambda c: (
@@ -232,6 +236,7 @@ class Library:
             self._lock.release()
         for enc in (self._encoder, self._previous):
             end_process(enc)
+        self.reranking.close()
         if self.model_process:
             from desktop.captions import forget_captioners  # captions imports this module
 
@@ -495,7 +500,14 @@ class Library:
         """Text and/or image query -> top-k photos with cosine scores."""
         encoder = self.query_encoder()
         query = self.encode_query(text, images_, encoder=encoder)
-        return self.search_vectors(query[None, :], k, filters=filters, exact=exact, encoder_id=encoder.id)[0]
+        want = self.reranking.depth(k, encoder.id)  # the second stage sees the top N
+        hits = self.search_vectors(query[None, :], want, filters=filters, exact=exact, encoder_id=encoder.id)[0]
+        return self.reranking.photos(text, images_, hits, encoder.id, k)
+
+    def explain(self, text: str, hits: Sequence[Hit]) -> list[dict[str, Any] | None]:
+        """Why each hit matched `text`: the re-ranker's per-word attention over the photo's
+        grid ({"grid", "heatmap", "words", "top_words", "score"}), None where it cannot say."""
+        return self.reranking.explain(text, hits, self.query_encoder().id)
 
     def similar(self, path_or_id: str | int, k: int = 20, filters: Filters | None = None) -> list[Hit]:
         """Photos that look like this one (near-duplicates first); the photo itself excluded."""

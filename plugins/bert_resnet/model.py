@@ -376,6 +376,20 @@ class TextBackbone:
         return nn.ModuleList(BertLayer.from_hf(la, cfg.num_attention_heads, cfg.layer_norm_eps) for la in layers)
 
 
+_SHARED_TEXT: dict[tuple[str, str], TextBackbone] = {}
+_SHARED_LOCK = __import__("threading").Lock()
+
+
+def shared_text_backbone(ref: TextRef, device: str = "cpu") -> TextBackbone:
+    """One loaded text model per (model, device) in a process: the encoder and the
+    re-ranker read the same MiniLM (inference only, so sharing it across threads is safe)."""
+    with _SHARED_LOCK:
+        key = (ref.name, device)
+        if key not in _SHARED_TEXT:
+            _SHARED_TEXT[key] = TextBackbone(ref, device)
+        return _SHARED_TEXT[key]
+
+
 # --------------------------------------------------------------------------- heads
 
 
@@ -465,6 +479,11 @@ class JointHeads(nn.Module):
 
     def image_features(self, trunk_fmap: torch.Tensor) -> torch.Tensor:
         """Trunk feature map (n, c, h, w) -> the vector the projections read."""
+        return self.image_features_and_map(trunk_fmap)[0]
+
+    def image_features_and_map(self, trunk_fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the vector the projections read, the CNN's last spatial map): the map is what the
+        attention re-ranker's region features come from, in the same pass."""
         outs = [trunk_fmap]
         for stage in self.img_tail:
             outs.append(stage(outs[-1]))
@@ -474,7 +493,7 @@ class JointHeads(nn.Module):
         if self.cfg.img_probs:
             assert self.img_classifier is not None
             parts.append(PROBS_SCALE * self.img_classifier(pooled).softmax(-1))
-        return torch.cat(parts, 1)
+        return torch.cat(parts, 1), last
 
     def image_input(self, x: torch.Tensor) -> torch.Tensor:
         """A trunk feature map, or already computed `image_features` (2-D): the latter."""
