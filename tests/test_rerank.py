@@ -44,6 +44,16 @@ class Reverse:
         return np.arange(len(candidates.scores), dtype=np.float32)
 
 
+    def explain(self, text, regions):
+        """A grid whose hottest cell is the query's word count (a deterministic toy)."""
+        words = text.split()
+        heat = np.zeros((7, 7))
+        heat.flat[len(words) % 49] = 1.0
+        return [{"grid": [7, 7], "score": 0.5, "heatmap": heat.tolist(), "top_words": words[:3],
+                 "words": [{"word": w, "score": 0.5, "attention": heat.tolist()} for w in words]}
+                for _ in regions]
+
+
 class Plugin:
     name = "reverse"
     default_model = "v1"

@@ -42,7 +42,7 @@ class RerankTrainConfig:
     batch: int = 64  # images (one caption each) per step
     group: int = 8  # images per hard-negative cluster
     neighbours: int = 40  # two-tower top ranks a cluster is drawn from
-    lr: float = 5e-4
+    lr: float = 1e-3
     weight_decay: float = 0.02
     warmup_epochs: float = 1.0
     seed: int = 0
@@ -66,7 +66,7 @@ def train_reranker(images_dir: str | Path, captions_tsv: str | Path, split: str 
                    out: str | Path, config: RerankTrainConfig | None = None, model: str = DEFAULT_MODEL,
                    cache: str | Path | None = None, heads: str | Path | None = None, device: str = "cpu",
                    backbones: tuple[Any, Any] | None = None,
-                   xattn_config: Any | None = None) -> RerankTrainReport:
+                   xattn_config: Any | None = None, checkpoint: bool = False) -> RerankTrainReport:
     """Extract (or reuse) backbone features, train, keep the best dev epoch, write `out`.
     `heads`: the first-stage heads file (default: the one the encoder would use); with
     `backbones` (tests: tiny random towers) and no heads there is no first stage: batches
@@ -163,6 +163,24 @@ def train_reranker(images_dir: str | Path, captions_tsv: str | Path, split: str 
     caps_of = [train["data"].captions_of(i) for i in range(n)]
     history: list[dict[str, Any]] = []
     best: tuple[float, int, dict[str, Any], dict[str, Any]] = (-1.0, 0, {}, {})
+
+    def header_base() -> dict[str, Any]:
+        return {
+            "text_backbone": {"name": text.ref.name, "short": text.ref.short, "dim": text.dim,
+                              "layers": text.n_layers, "probe": M.fingerprint_text(text)},
+            "image_backbone": {"arch": cnn.arch, "dim": cnn.feat_dim, "weights": cnn.weights,
+                               "weights_tag": cnn_ref.weights_tag if backbones is None else None,
+                               "weights_sha256": file_sha256(Path(cnn_ref.path)) if cnn_ref.path else None,
+                               "probe": M.fingerprint_cnn(cnn)},
+            "first_stage": {"heads": heads_hash(heads_path) if heads_path else None, "cut": cut},
+            "mixing": "zsum",
+            "training": {"captions": Path(captions_tsv).name,
+                         "captions_sha256": file_sha256(Path(captions_tsv))[:16],
+                         "split": Path(split).name, "train_images": n, "val": Path(val).name if val else None,
+                         "epochs": cfg.epochs, "best_epoch": best[1], "seed": cfg.seed, "recipe": asdict(cfg)},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
     step = 0
     for epoch in range(1, cfg.epochs + 1):
         net.train()
@@ -196,6 +214,9 @@ def train_reranker(images_dir: str | Path, captions_tsv: str | Path, split: str 
             score = _select(metrics, cfg.select_by)
             if score > best[0]:
                 best = (score, epoch, {k: v.detach().clone() for k, v in net.state_dict().items()}, metrics)
+                if checkpoint:  # a usable file even if the run is stopped before the end
+                    X.save(out.with_suffix(".partial" + out.suffix), net,
+                           {**header_base(), "partial": True, "metrics": {"dev": metrics}})
         log.info("epoch %d/%d  loss %.3f  %s  (%.0f s)", epoch, cfg.epochs, rec["loss"],
                  "  ".join(f"{m}: T>I {v['t2i_r1']:.1f} I>T {v['i2t_r1']:.1f}"
                            for m, v in rec.items() if isinstance(v, dict)), rec["seconds"])
@@ -204,23 +225,13 @@ def train_reranker(images_dir: str | Path, captions_tsv: str | Path, split: str 
         best = (0.0, cfg.epochs, {k: v.detach().clone() for k, v in net.state_dict().items()}, {})
     net.load_state_dict(best[2])
     net = net.cpu().eval()
-    header = {
-        "text_backbone": {"name": text.ref.name, "short": text.ref.short, "dim": text.dim,
-                          "layers": text.n_layers, "probe": M.fingerprint_text(text)},
-        "image_backbone": {"arch": cnn.arch, "dim": cnn.feat_dim, "weights": cnn.weights,
-                           "weights_tag": cnn_ref.weights_tag if backbones is None else None,
-                           "weights_sha256": file_sha256(Path(cnn_ref.path)) if cnn_ref.path else None,
-                           "probe": M.fingerprint_cnn(cnn)},
-        "first_stage": {"heads": heads_hash(heads_path) if heads_path else None, "cut": cut},
-        "mixing": "zsum",
-        "training": {"captions": Path(captions_tsv).name, "captions_sha256": file_sha256(Path(captions_tsv))[:16],
-                     "split": Path(split).name, "train_images": n, "val": Path(val).name if val else None,
-                     "epochs": cfg.epochs, "best_epoch": best[1], "seed": cfg.seed,
-                     "seconds": round(time.monotonic() - started, 1), "recipe": asdict(cfg)},
-        "metrics": {"dev": best[3]} if dev is not None else {},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    header = {**header_base(), "training": {**header_base()["training"], "best_epoch": best[1],
+                                            "seconds": round(time.monotonic() - started, 1)},
+              "metrics": {"dev": best[3]} if dev is not None else {}}
     digest = X.save(out, net, header)
+    partial = out.with_suffix(".partial" + out.suffix)
+    if partial.exists():
+        partial.unlink()
     elapsed = time.monotonic() - started
     log.info("wrote %s (xattn-%s), best epoch %d, %.0f s total", out, digest, best[1], elapsed)
     return RerankTrainReport(str(out), digest, best[1], best[3], history, elapsed, feature_s, asdict(cfg))
@@ -287,16 +298,25 @@ def evaluate(net: Any, dev: dict[str, Any], top_n: int, device: str = "cpu") -> 
         pairs = np.unique(np.concatenate([
             np.stack([np.repeat(np.arange(n_cap), t2i_c.shape[1]), t2i_c.ravel()], 1),
             np.stack([i2t_c.ravel(), np.repeat(np.arange(n_img), i2t_c.shape[1])], 1)]), axis=0)
+        # Words lifted once per caption (not once per pair), padded to the longest caption.
+        lens = np.diff(dev["text"].offsets)
+        words = torch.zeros((n_cap, int(lens.max()), net.cfg.dim), device=device)
+        wmask = torch.zeros((n_cap, int(lens.max())), dtype=torch.long, device=device)
+        by_len = np.argsort(lens, kind="stable")
+        for s in range(0, n_cap, 500):
+            idx = by_len[s : s + 500]
+            states, mask = dev["text"].batch(idx.tolist(), device)
+            t = states.shape[1]
+            words[torch.from_numpy(idx).to(device), :t] = net.lift_words(states)
+            wmask[torch.from_numpy(idx).to(device), :t] = X.word_mask(mask)
         att_score = np.full((n_cap, n_img), np.nan, np.float32)
-        order = np.argsort(np.diff(dev["text"].offsets)[pairs[:, 0]], kind="stable")  # similar lengths together
-        pairs = pairs[order]
+        pairs = pairs[np.argsort(lens[pairs[:, 0]], kind="stable")]  # similar lengths together: less padding
         for s in range(0, len(pairs), 4000):
             p = pairs[s : s + 4000]
-            states, mask = dev["text"].batch(p[:, 0].tolist(), device)
-            words = net.lift_words(states)
-            pi = torch.from_numpy(p[:, 1]).to(device)
-            rel = net.pair_attention(words, regions[pi], gram[pi])[1]
-            att_score[p[:, 0], p[:, 1]] = net.pool(rel, X.word_mask(mask)).cpu().numpy()
+            t = int(lens[p[:, 0]].max())
+            ci, pi = torch.from_numpy(p[:, 0]).to(device), torch.from_numpy(p[:, 1]).to(device)
+            rel = net.pair_attention(words[ci, :t], regions[pi], gram[pi])[1]
+            att_score[p[:, 0], p[:, 1]] = net.pool(rel, wmask[ci, :t]).cpu().numpy()
 
     def rank(cands: np.ndarray, fs: np.ndarray, at: np.ndarray, mix: str) -> list[list[int]]:
         out = []
@@ -354,7 +374,7 @@ def cmd_train_reranker(args: argparse.Namespace) -> int:
     cache = Path(args.cache) if args.cache else home.cache / "bert_resnet"
     cfg = RerankTrainConfig(epochs=args.epochs, seed=args.seed)
     report = train_reranker(args.images, args.captions, args.split, args.val, out, cfg, args.model, cache,
-                            args.heads, resolve_device(args.device))
+                            args.heads, resolve_device(args.device), checkpoint=True)
     if args.json:
         print(json.dumps(asdict(report), indent=1))
     else:
