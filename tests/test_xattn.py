@@ -17,10 +17,11 @@ from desktop.encoders import EncoderError, RerankCandidates, RerankQuery
 torch = pytest.importorskip("torch")
 pytest.importorskip("sentence_transformers")
 
+from test_bert_resnet import tiny_text_dir  # noqa: E402, F401
+
 from plugins.bert_resnet import xattn as X  # noqa: E402
 from plugins.bert_resnet.reranker import BUNDLED_DIR, XAttnReranker, find_file  # noqa: E402
 from plugins.bert_resnet.xattn_train import RerankTrainConfig, train_reranker  # noqa: E402
-from test_bert_resnet import tiny_text_dir  # noqa: E402, F401
 
 COLOURS = ["red", "green", "blue", "yellow", "white", "black"]
 SMALL = X.XAttnConfig(map_dim=1280, txt_dim=32, region_dim=16, dim=32, hidden=32)
@@ -42,7 +43,7 @@ def signal_cnn(seed: int = 0):
 
 
 @pytest.fixture(scope="module")
-def towers(tiny_text_dir: Path) -> tuple:
+def towers(tiny_text_dir: Path) -> tuple:  # noqa: F811
     from plugins.bert_resnet import TextRef
     from plugins.bert_resnet import model as M
 
