@@ -82,3 +82,22 @@ def test_no_explanation_when_browsing(qtbot, toy_reranker, colour_photos: Path, 
     finally:
         window.close()
         lib.close()
+
+
+def test_settings_switch_turns_reranking_off(qtbot, toy_reranker, colour_photos: Path, home: Path,  # noqa: F811
+                                             settings) -> None:  # noqa: F811
+    lib = Library(home, encoder="colors")
+    window = make_window(qtbot, lib, settings)
+    try:
+        lib.add_root(colour_photos)
+        start_and_wait(qtbot, window)
+        reranked = [h.path for h in lib.search("red", k=6)]
+        dialog = window.open_settings()
+        assert dialog.rerank.isChecked()
+        dialog.rerank.setChecked(False)
+        dialog.buttons.button(dialog.buttons.StandardButton.Ok).click()
+        qtbot.waitUntil(lambda: not lib.reranking.enabled, timeout=WAIT_MS)
+        assert [h.path for h in lib.search("red", k=6)] == reranked[::-1]
+    finally:
+        window.close()
+        lib.close()

@@ -107,6 +107,8 @@ class BertResnetEncoder(LazyModel):
                 if m.heads.cfg.txt_tail:
                     (states,), mask, _ = m.text.hidden(batch, [m.text.n_layers - m.heads.cfg.txt_tail])
                     out.append(m.heads.text_from_states(states, mask).cpu().numpy())
+                elif len(batch) == 1:  # a query: its states are kept for the re-ranker (hidden_one)
+                    out.append(m.heads.text_from_states(m.text.hidden_one(batch[0])[2]).cpu().numpy())
                 else:
                     pooled = torch.from_numpy(m.text.encode(batch)).to(m.device)
                     out.append(m.heads.text_from_states(pooled).cpu().numpy())

@@ -368,6 +368,22 @@ class TextBackbone:
         final = F.normalize(mean_pool(out.last_hidden_state, mask), dim=-1)
         return [out.hidden_states[la] for la in layers], mask, final
 
+    def hidden_one(self, text: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(last-layer states (1, T, h), mask, pooled embedding) of one text, remembered for
+        a few texts: a query's forward pass serves both the encoder's vector and the
+        re-ranker's token states."""
+        recent = self.__dict__.setdefault("_recent", {})
+        with _SHARED_LOCK:
+            hit = recent.get(text)
+        if hit is not None:
+            return hit
+        (states,), mask, final = self.hidden([text], [self.n_layers])
+        with _SHARED_LOCK:
+            recent[text] = (states, mask, final)
+            while len(recent) > 8:
+                recent.pop(next(iter(recent)))
+        return states, mask, final
+
     def tail_layers(self, n: int) -> nn.ModuleList:
         if n and not self.is_bert:
             raise EncoderError(f"{self.ref.name}: fine-tuned text layers need a BERT-architecture model")

@@ -135,7 +135,10 @@ class XAttnReranker(LazyModel):
         from plugins.bert_resnet import xattn as X
 
         m = self.model
-        (states,), mask, _ = m.text.hidden(list(texts), [m.text.n_layers])
+        if len(texts) == 1 and hasattr(m.text, "hidden_one"):  # the query's states from its encoder pass
+            states, mask, _ = m.text.hidden_one(texts[0])
+        else:
+            (states,), mask, _ = m.text.hidden(list(texts), [m.text.n_layers])
         return m.net.lift_words(states.float()), X.word_mask(mask), mask
 
     def _regions(self, regions: Sequence[np.ndarray]) -> Any:
