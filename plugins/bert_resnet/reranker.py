@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 BUNDLED_DIR = Path(__file__).parent / "rerankers"
 SUFFIX = ".safetensors"
 _PUNCT = re.compile(r"^[^\w]+$")
+CAPTION_CACHE = 8000  # captions whose lifted words are kept (~15 KB each)
 
 
 def _header(path: Path) -> dict[str, Any]:
@@ -165,11 +166,29 @@ class XAttnReranker(LazyModel):
             return self.model.net.scores(words, wmask, self._regions(regions))[0].cpu().numpy()
 
     def caption_scores(self, regions: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        """One photo against candidate captions. Captions' lifted words are remembered
+        (a bounded cache): image -> text ranks the same caption bank for every photo."""
         import torch
 
         with self._run_lock, torch.inference_mode():
-            words, wmask, _ = self._words(texts)
-            return self.model.net.scores(words, wmask, self._regions([regions]))[:, 0].cpu().numpy()
+            cache = self.__dict__.setdefault("_caption_words", {})
+            todo = [t for t in dict.fromkeys(texts) if t not in cache]
+            for s in range(0, len(todo), 256):
+                batch = todo[s : s + 256]
+                words, wmask, _ = self._words(batch) if len(batch) > 1 else self._words([batch[0], batch[0]])
+                lens = wmask.shape[1]
+                for i, t in enumerate(batch):
+                    cache[t] = (words[i], wmask[i], lens)
+            while len(cache) > CAPTION_CACHE:
+                cache.pop(next(iter(cache)))
+            t_max = max(int(cache[t][1].shape[0]) for t in texts)
+            words = torch.zeros((len(texts), t_max, self.model.net.cfg.dim))
+            wmask = torch.zeros((len(texts), t_max), dtype=torch.long)
+            for i, t in enumerate(texts):
+                w, m, _ = cache[t]
+                words[i, : w.shape[0]], wmask[i, : m.shape[0]] = w, m
+            dev = self.model.device
+            return self.model.net.scores(words.to(dev), wmask.to(dev), self._regions([regions]))[:, 0].cpu().numpy()
 
     def rerank(self, query: RerankQuery, candidates: RerankCandidates) -> np.ndarray | None:
         from plugins.bert_resnet.xattn import zsum
