@@ -62,8 +62,9 @@ def run(n_photos: int, rounds: int) -> dict[str, Any]:
                     lib.reranking.encode_images(imgs, ids)
                     with_regions.append(len(b) / (time.perf_counter() - t))
             stored = lib.reranking.store.count(rr.regions_key(lib.encoder.id))
-            db = Path(tmp) / "home" / "regions.db"
-            size_b = db.stat().st_size + sum(p.stat().st_size for p in db.parent.glob("regions.db-wal"))
+            from bench.query import _store_bytes
+
+            size_b = _store_bytes(Path(tmp) / "home" / "regions.db")
     return {"plain": plain, "regions": with_regions, "stored": stored, "photos": len(decoded),
             "reranker": rr.id, "bytes": size_b}
 

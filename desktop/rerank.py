@@ -5,7 +5,8 @@ The library owns one `Reranking` (lib.reranking). It
   plugin (by name) whose `accepts(encoder_id)` is true; none installed or none accepting
   means search behaves exactly as without this module;
 - re-ranks text -> image hits (`photos`) and image -> text caption lists (`captions`):
-  the top `TOP_N` candidates get the re-ranker's scores, the rest keep their order below;
+  the top `TOP_N` candidates are put in the re-ranker's order (each keeps its
+  first-stage similarity as its score: one scale for thresholds), the rest follow;
 - at index time (`encode_images`, the indexer's seam) asks the encoder for its vectors
   *and* its CNN maps in one pass, turns the maps into the re-ranker's region features and
   queues them to the region store (desktop/regions.py) on the writer thread, ahead of
@@ -23,7 +24,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -137,8 +137,10 @@ class Reranking:
         scores = rr.rerank(RerankQuery(text=text, images=tuple(images)), cands)
         if scores is None:
             return hits[:k]
+        # The order is the re-ranker's; each hit keeps its first-stage similarity as its
+        # score, so scores keep one scale (albums' min_score, the detail panel's "Match").
         order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
-        return ([replace(head[i], score=float(scores[i])) for i in order] + tail)[:k]
+        return ([head[i] for i in order] + tail)[:k]
 
     def captions(self, photo_id: int, photo_hash: str, texts: Sequence[str], scores: np.ndarray,
                  encoder_id: str) -> np.ndarray:

@@ -71,7 +71,7 @@ class WhyPanel(QWidget):
         title.setObjectName("SectionTitle")
         head.addWidget(title)
         head.addStretch(1)
-        self.toggle = QPushButton("Hide heat map", self)
+        self.toggle = QPushButton("Hide map", self)
         self.toggle.setObjectName("SmallButton")
         self.toggle.setCheckable(True)
         self.toggle.toggled.connect(self._toggled)
@@ -100,12 +100,12 @@ class WhyPanel(QWidget):
             return
         top = explanation.get("top_words") or []
         self.summary.setText("Matched most: " + ", ".join(f"“{w}”" for w in top)
-                             + ". The heat map shows where the query’s words looked; click a word for its own.")
+                             + ". The heat map shows where the words looked; a word shows its own.")
         for w in explanation["words"]:
-            b = QPushButton(f"{w['word']}  {w['score']:.2f}", self)
+            b = QPushButton(w["word"], self)
             b.setObjectName("TagChip")
             b.setCheckable(True)
-            b.setToolTip(f"Where “{w['word']}” looked in this photo")
+            b.setToolTip(f"Where “{w['word']}” looked in this photo (match {w['score']:.2f})")
             b.clicked.connect(lambda checked, word=w["word"]: self.select_word(word if checked else None))
             self.words_row.addWidget(b)
             self.word_buttons.append(b)
@@ -115,7 +115,7 @@ class WhyPanel(QWidget):
     def select_word(self, word: str | None) -> None:
         self.selected = word
         for b in self.word_buttons:
-            b.setChecked(word is not None and b.text().split("  ")[0] == word)
+            b.setChecked(word is not None and b.text() == word)
         self._emit()
 
     def current_grid(self) -> Any | None:
@@ -127,7 +127,7 @@ class WhyPanel(QWidget):
         return next((w["attention"] for w in e["words"] if w["word"] == self.selected), e["heatmap"])
 
     def _toggled(self, hidden: bool) -> None:
-        self.toggle.setText("Show heat map" if hidden else "Hide heat map")
+        self.toggle.setText("Show map" if hidden else "Hide map")
         self._emit()
 
     def _emit(self) -> None:
