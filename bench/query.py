@@ -169,7 +169,7 @@ def bench_rerank(n: int, n_queries: int) -> dict[str, Any]:
         if rr is None:
             raise RuntimeError("no re-ranker accepts " + lib.encoder.id)
         cfg = rr.header["config"]
-        fill_s = fill_regions(lib, cfg["positions"], cfg["region_dim"])
+        fill_s = fill_regions(lib, cfg["positions"], cfg["dim"])
         for q in query_texts(3):
             lib.reranking.override = True
             lib.search(q, k=20)

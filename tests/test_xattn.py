@@ -153,7 +153,7 @@ def test_reranker_scores_and_explains_with_stored_regions(towers: tuple, small_f
     with torch.inference_mode():
         maps = cnn.trunk(x, 0).numpy()
     regions = rr.regions_from_maps(maps)
-    assert regions.shape == (3, 49, SMALL.region_dim) and regions.dtype == np.float16
+    assert regions.shape == (3, 49, SMALL.dim) and regions.dtype == np.float16
     cands = RerankCandidates(np.array([0.3, 0.2, 0.1], np.float32), photo_ids=(1, 2, 3), regions=tuple(regions))
     new = rr.rerank(RerankQuery(text="a red dog"), cands)
     assert new is not None and new.shape == (3,)

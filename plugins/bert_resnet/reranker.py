@@ -37,10 +37,33 @@ _PUNCT = re.compile(r"^[^\w]+$")
 CAPTION_CACHE = 8000  # captions whose lifted words are kept (~15 KB each)
 
 
-def _header(path: Path) -> dict[str, Any]:
-    from plugins.bert_resnet.xattn import read_header  # no torch at module level: read_header needs none
+XATTN_FORMAT = "lumen.bert_resnet.xattn"
+XATTN_VERSION = 1
 
-    return read_header(path)
+
+def read_header(path: Path) -> dict[str, Any]:
+    """A re-ranker file's JSON header, read without torch (the safetensors layout)."""
+    import json
+    import struct
+
+    from desktop.encoders import WeightsUnavailableError
+
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > 50_000_000:
+                raise ValueError("header too large")
+            header = json.loads(json.loads(f.read(n)).get("__metadata__", {})["lumen"])
+    except FileNotFoundError:
+        raise WeightsUnavailableError(f"re-ranker file {path} does not exist") from None
+    except Exception as e:
+        raise EncoderError(f"{path} is not a Lumen re-ranker file ({e})") from e
+    if header.get("format") != XATTN_FORMAT or int(header.get("version", 0)) > XATTN_VERSION:
+        raise EncoderError(f"{path}: unknown re-ranker format {header.get('format')} v{header.get('version')}")
+    return header
+
+
+_header = read_header
 
 
 def user_dir() -> Path:
@@ -87,7 +110,7 @@ class XAttnReranker(LazyModel):
         return encoder_id.startswith(f"bert_resnet:{self.text_ref.short}+{self.arch}:heads-")
 
     def regions_key(self, encoder_id: str) -> str | None:
-        return f"{encoder_id}|{self.id}"
+        return f"{encoder_id}|{self.id}|lifted"  # the stored form: see regions_from_maps
 
     def _load(self) -> _Loaded:
         from plugins.bert_resnet import model as M
@@ -123,13 +146,14 @@ class XAttnReranker(LazyModel):
 
     # -- index time ------------------------------------------------------------------------
     def regions_from_maps(self, maps: np.ndarray) -> np.ndarray:
-        """(n, c, h, w) CNN maps -> (n, h*w, region_dim) float16, what the store keeps."""
+        """(n, c, h, w) CNN maps -> (n, h*w, dim) float16 unit vectors, what the store keeps:
+        projected and lifted at index time, so a query only does the attention."""
         import torch
 
         m = self.model
         with self._run_lock, torch.inference_mode():
             x = torch.from_numpy(np.asarray(maps, np.float32)).to(m.device)
-            return m.net.regions(x).to(torch.float16).cpu().numpy()
+            return m.net.stored_regions(x).to(torch.float16).cpu().numpy()
 
     # -- query time ------------------------------------------------------------------------
     def _words(self, texts: Sequence[str]) -> tuple[Any, Any, Any]:
@@ -143,10 +167,12 @@ class XAttnReranker(LazyModel):
         return m.net.lift_words(states.float()), X.word_mask(mask), mask
 
     def _regions(self, regions: Sequence[np.ndarray]) -> Any:
+        """Stored (lifted, fp16) regions -> unit float32 tensors (re-normalised after fp16)."""
         import torch
 
         m = self.model
-        return m.net.lift_regions(torch.from_numpy(np.stack(regions).astype(np.float32)).to(m.device))
+        x = torch.from_numpy(np.stack(regions).astype(np.float32)).to(m.device)
+        return torch.nn.functional.normalize(x, dim=-1)
 
     @staticmethod
     def _plain(text: str | None) -> bool:

@@ -2,9 +2,10 @@
 
 Shapes of things:
 - regions: the CNN's last spatial map (MobileNetV2: 1280 x 7 x 7, the map the two-tower's
-  heads pool), each of the 49 cells projected by one linear layer to `region_dim` (128):
-  that projection runs at index time and its fp16 output is what the region store keeps
-  (12.5 KB a photo), so a query never decodes an image or runs the CNN;
+  heads pool), each of the 49 cells projected by one linear layer to `region_dim` (128)
+  and lifted to `dim` (256) as below; all of that runs at index time and the fp16 unit
+  vectors (`stored_regions`, 49 x 256 = 25 KB a photo) are what the region store keeps, so
+  a query never decodes an image, runs the CNN or lifts a region;
 - words: MiniLM's last-layer token states (384-d) without [CLS]/[SEP];
 - both lifted to `dim` (256) by a LayerNorm + linear + residual MLP, regions get a
   learned position embedding;
@@ -32,10 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from desktop.encoders import EncoderError, WeightsUnavailableError
-
-XATTN_FORMAT = "lumen.bert_resnet.xattn"
-XATTN_VERSION = 1
+from desktop.encoders import EncoderError
+from plugins.bert_resnet.reranker import XATTN_FORMAT, XATTN_VERSION  # noqa: E402, F401
 
 
 @dataclass(frozen=True)
@@ -97,6 +96,11 @@ class XAttn(nn.Module):
         if x.shape[1] == self.pos.shape[0]:
             x = x + self.pos
         return F.normalize(x, dim=-1)
+
+    def stored_regions(self, fmap: torch.Tensor) -> torch.Tensor:
+        """What the region store keeps: a map's cells projected *and* lifted (unit, dim-d),
+        so a query only compares words with them (the lift is most of a re-rank's cost)."""
+        return self.lift_regions(self.regions(fmap))
 
     def lift_words(self, states: torch.Tensor) -> torch.Tensor:
         """(b, T, txt_dim) token states -> unit (b, T, dim)."""
@@ -165,21 +169,9 @@ def save(path: Path, model: XAttn, header: dict[str, Any]) -> str:
 
 
 def read_header(path: Path) -> dict[str, Any]:
-    import struct
+    from plugins.bert_resnet.reranker import read_header as read  # torch-free, for the plugin
 
-    try:
-        with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            if n > 50_000_000:
-                raise ValueError("header too large")
-            header = json.loads(json.loads(f.read(n)).get("__metadata__", {})["lumen"])
-    except FileNotFoundError:
-        raise WeightsUnavailableError(f"re-ranker file {path} does not exist") from None
-    except Exception as e:
-        raise EncoderError(f"{path} is not a Lumen re-ranker file ({e})") from e
-    if header.get("format") != XATTN_FORMAT or int(header.get("version", 0)) > XATTN_VERSION:
-        raise EncoderError(f"{path}: unknown re-ranker format {header.get('format')} v{header.get('version')}")
-    return header
+    return read(path)
 
 
 def load(path: Path, cnn: Any | None = None, text: Any | None = None) -> tuple[XAttn, dict[str, Any]]:
