@@ -82,7 +82,7 @@ class Reranking:
                 local = create_reranker(entry.name, device=self.lib.device)
                 if not local.accepts(encoder_id):
                     continue
-            except EncoderError as exc:
+            except (EncoderError, OSError) as exc:  # a broken plugin never breaks search or indexing
                 log.warning("re-ranker %s unavailable: %s", entry.name, exc)
                 continue
             log.info("re-ranker %s for %s", local.id, encoder_id)

@@ -75,10 +75,13 @@ def user_dir() -> Path:
 def find_file() -> Path | None:
     """The newest re-ranker file in the user's folder, else the shipped one."""
     for folder in (user_dir(), BUNDLED_DIR):
-        if folder.is_dir():
-            files = sorted(folder.glob(f"*{SUFFIX}"), key=lambda p: p.stat().st_mtime, reverse=True)
-            if files:
-                return files[0]
+        try:
+            if folder.is_dir():
+                files = sorted(folder.glob(f"*{SUFFIX}"), key=lambda p: p.stat().st_mtime, reverse=True)
+                if files:
+                    return files[0]
+        except OSError as exc:  # an unreadable data dir: the shipped file still works
+            log.warning("cannot look for re-rankers in %s: %s", folder, exc)
     return None
 
 
