@@ -15,6 +15,10 @@ weights (speed does not depend on the weights); the vectors are stored under its
   calls so both see the same machine noise; p50/p95 over all queries.
 - **image query**: `Library.search(images_=[a 12 MP JPEG not in the library])`:
   draft decode + image tower + search.
+- **re-rank row** (`--rerank-only` for just this): bert_resnet (real weights) with its
+  attention re-ranker over the top 50, against the same query without re-ranking, on a
+  synthetic catalog whose region store is full (random features of the stored shape);
+  the region store's size per 100 000 photos.
 """
 
 from __future__ import annotations
@@ -118,6 +122,77 @@ def bench_size(n: int, spec: str, n_queries: int, image: str | None, quick: bool
     return out
 
 
+RERANK_TARGET = 1.5  # re-ranked text query end to end / un-re-ranked, at 100 000 photos
+RERANK_SPEC = "bert_resnet"
+
+
+def fill_regions(lib: Any, rows: int, cols: int, seed: int = 0) -> float:
+    """Region features for every photo of a synthetic catalog (random fp16, the shape the
+    re-ranker stores), written through the store's own put(); returns seconds."""
+    rr = lib.reranking.reranker(lib.encoder.id)
+    key = rr.regions_key(lib.encoder.id)
+    store = lib.reranking.store
+    hashes = [h for (h,) in lib.catalog.conn.execute("SELECT hash FROM photos")]
+    if store.count(key) >= len(hashes):
+        return 0.0
+    rng = np.random.default_rng(seed)
+    t = time.perf_counter()
+    for s in range(0, len(hashes), 2000):
+        chunk = hashes[s : s + 2000]
+        block = rng.standard_normal((len(chunk), rows, cols)).astype(np.float16)
+        store.put(key, zip(chunk, block, strict=True))
+    return time.perf_counter() - t
+
+
+def _store_bytes(path: Any) -> int:
+    """The region store's size once its write-ahead log is folded in (what stays on disk)."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    wal = path.with_name(path.name + "-wal")
+    return path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+
+
+def bench_rerank(n: int, n_queries: int) -> dict[str, Any]:
+    """Text query end to end with and without the attention re-ranker (bert_resnet +
+    xattn, real weights), interleaved on one library of n photos whose region store is
+    full; the store's size per 100 000 photos."""
+    from desktop.encoders import create_encoder
+    from desktop.library import Library
+
+    probe = create_encoder(RERANK_SPEC, device="cpu")
+    syn = synthetic_library(n, encoder_id=probe.id, dim=probe.dim)
+    with Library(syn.home, encoder=RERANK_SPEC, device="cpu") as lib:
+        rr = lib.reranking.reranker(lib.encoder.id)
+        if rr is None:
+            raise RuntimeError("no re-ranker accepts " + lib.encoder.id)
+        cfg = rr.header["config"]
+        fill_s = fill_regions(lib, cfg["positions"], cfg["dim"])
+        for q in query_texts(3):
+            lib.reranking.override = True
+            lib.search(q, k=20)
+            lib.reranking.override = False
+            lib.search(q, k=20)
+        plain, reranked, fwd = [], [], []
+        for q in query_texts(n_queries):
+            lib.reranking.override = False
+            t = time.perf_counter()
+            lib.encoder.encode_texts([q + " ."])  # a text not seen before: a real forward
+            fwd.append((time.perf_counter() - t) * 1e3)
+            t = time.perf_counter()
+            lib.search(q, k=20)
+            plain.append((time.perf_counter() - t) * 1e3)
+            lib.reranking.override = True
+            t = time.perf_counter()
+            lib.search(q + " !", k=20)  # another text: no state cached from the plain run
+            reranked.append((time.perf_counter() - t) * 1e3)
+        size = _store_bytes(syn.home / "regions.db")
+        return {"n": n, "plain": plain, "reranked": reranked, "fwd": fwd, "fill_s": fill_s,
+                "store_bytes": size, "reranker": rr.id}
+
+
 def model_process_cost(spec: str, n_queries: int) -> dict[str, float]:
     """The window runs the model in a child process (desktop/model_host.py): the text
     forward through it against in-process, interleaved, p50 ms."""
@@ -151,7 +226,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--sizes", type=int, nargs="*")
     ap.add_argument("--queries", type=int, help="distinct text queries per size (default 40)")
     ap.add_argument("--encoder", help=f"encoder spec (default {DEFAULT_CLIP}; --quick clip:lumen-tiny:random)")
+    ap.add_argument("--rerank-only", action="store_true",
+                    help="only the re-rank row (bert_resnet + its attention re-ranker, real weights)")
     args = ap.parse_args(argv)
+    if args.rerank_only:
+        return rerank_main(args)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     sizes = args.sizes or ([2_000] if args.quick else [10_000, 100_000, 1_000_000])
     spec = args.encoder or ("clip:lumen-tiny:random" if args.quick else DEFAULT_CLIP)
@@ -183,8 +262,47 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t.notes.append(f"the window's model process: text forward {cost['model_process_ms']:.1f} ms through it vs "
                    f"{cost['in_process_ms']:.1f} ms in-process (p50; the rows above are in-process)")
     t.notes.append(f"{machine_line()}; {n_queries} distinct queries per size, k=20 unless noted")
-    emit([t], {"spec": spec, "sizes": rows, "model_process": cost}, "query")
-    return {"tables": [t], "results": rows}
+    tables = [t]
+    extra: dict[str, Any] = {}
+    if not args.quick:
+        from desktop.encoders import EncoderError
+
+        try:  # needs the real bert_resnet weights (../shared) and the shipped re-ranker
+            tables.append(rerank_table(args, extra))
+        except (EncoderError, RuntimeError, OSError) as exc:
+            t.notes.append(f"re-rank row skipped: {exc}")
+    emit(tables, {"spec": spec, "sizes": rows, "model_process": cost, **extra}, "query")
+    return {"tables": tables, "results": rows}
+
+
+def rerank_table(args: argparse.Namespace, extra: dict[str, Any]) -> Table:
+    sizes = args.sizes or [100_000]
+    n_queries = args.queries or 40
+    t = Table(f"Re-ranked text query, {RERANK_SPEC} + attention re-ranker (top 50), ms",
+              ["photos", "text forward p50", "end-to-end p50", "re-ranked end-to-end p50", "p95",
+               "re-ranked / plain", "region store", "target"])
+    rows = []
+    for n in sizes:
+        log.warning("re-rank bench: %d photos ...", n)
+        r = bench_rerank(n, n_queries)
+        rows.append(r)
+        ratio = median(r["reranked"]) / median(r["plain"])
+        t.add(n, median(r["fwd"]), median(r["plain"]), median(r["reranked"]), percentile(r["reranked"], 95),
+              f"{ratio:.2f}×", f"{r['store_bytes'] / n * 100_000 / 2**30:.2f} GiB per 100 000",
+              f"≤ {RERANK_TARGET}× " + verdict(ratio <= RERANK_TARGET) if n == 100_000 else "–")
+    if rows:
+        t.notes.append(f"re-ranker {rows[-1]['reranker']}; region features synthetic (random fp16, the stored "
+                       f"shape), filled in {rows[-1]['fill_s']:.0f} s; plain and re-ranked queries interleaved")
+    t.notes.append(f"{machine_line()}; {n_queries} distinct queries per size, k=20")
+    extra["rerank"] = rows
+    return t
+
+
+def rerank_main(args: argparse.Namespace) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    t = rerank_table(args, extra)
+    emit([t], extra, "query-rerank")
+    return {"tables": [t], "results": extra["rerank"]}
 
 
 if __name__ == "__main__":

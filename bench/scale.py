@@ -10,9 +10,9 @@ re-rank):
 
 1. catalog: Lumen's real schema (desktop.catalog.Catalog), n photos + files + vectors rows
    bulk-inserted (bench.common._bulk_insert, clustered synthetic unit vectors);
-2. build: `Catalog.vectors()` then `AnnIndex.build()`, as `Library.build_index` runs it —
+2. build: `Catalog.vectors()` then `AnnoyBackend.build()`, as `Library.build_index` runs it —
    wall time and the child's peak RSS;
-3. query: a second fresh child opens the index (`AnnIndex.load`, memory-mapped) and answers
+3. query: a second fresh child opens the index (`AnnoyBackend.load`, memory-mapped) and answers
    held-out queries one at a time: p50/p95 latency, recall@10 against exact search, RSS.
 
 Projections (see `project`): sizes and memory on a line through the measured 512-d points;
@@ -59,7 +59,7 @@ def _peak_rss_mb() -> float:
 def _build_child(home: str, n: int, dim: int, out: Any) -> None:
     from bench.common import _bulk_insert
     from desktop.catalog import Catalog
-    from desktop.index import AnnIndex
+    from desktop.index import AnnoyBackend
     from desktop.settings import paths
 
     p = paths(home).ensure()
@@ -72,7 +72,7 @@ def _build_child(home: str, n: int, dim: int, out: Any) -> None:
     ids, matrix, top = cat.vectors(ENCODER_ID)  # what Library.build_index reads
     read_s = time.perf_counter() - t
     t = time.perf_counter()
-    AnnIndex(p.index_dir / "scale", dim).build(ids, matrix, version=top)
+    AnnoyBackend(p.index_dir / "scale", dim).build(ids, matrix, version=top)
     build_s = time.perf_counter() - t
     cat.close()
     out.put({"catalog_s": catalog_s, "catalog_bytes": catalog_bytes, "read_s": read_s, "build_s": build_s,
@@ -81,10 +81,10 @@ def _build_child(home: str, n: int, dim: int, out: Any) -> None:
 
 def _query_child(home: str, n: int, dim: int, n_queries: int, out: Any) -> None:
     from desktop import index as index_mod
-    from desktop.index import AnnIndex
+    from desktop.index import AnnoyBackend
     from desktop.settings import paths
 
-    idx = AnnIndex(paths(home).index_dir / "scale", dim)
+    idx = AnnoyBackend(paths(home).index_dir / "scale", dim)
     t = time.perf_counter()
     assert idx.load(), "no index"
     load_s = time.perf_counter() - t

@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--image", action="append", default=[], metavar="PATH", help="an example image (repeatable)"
     )
+    p.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=None,
+                   help="re-rank the top results with the installed re-ranker (default: the library's setting, on)")
+    p.add_argument("--explain", action="store_true",
+                   help="with --json: each hit's word-to-region attention (why it matched)")
     _search_opts(p)
     _common(p)
 
@@ -126,7 +130,8 @@ def _add_plugin_commands(sub: argparse._SubParsersAction) -> None:
 
     Each module offers `register_cli(subparsers, add_common_options)`, which adds its
     parsers and sets `handler=` on them with `set_defaults`."""
-    for module in ("desktop.evaluation", "plugins.bert_resnet.train", "desktop.captions_cli"):
+    for module in ("desktop.evaluation", "plugins.bert_resnet.train", "plugins.bert_resnet.xattn_train",
+                   "desktop.captions_cli"):
         try:
             mod = __import__(module, fromlist=["register_cli"])
         except ImportError as exc:
@@ -209,7 +214,12 @@ def _filters(args: argparse.Namespace) -> Filters:
     return Filters(args.root, args.folder, args.date_from, args.date_to, tuple(args.exts))
 
 
-def _print_hits(hits: Sequence[Hit], as_json: bool) -> None:
+def _print_hits(hits: Sequence[Hit], as_json: bool, why: Sequence[object] | None = None) -> None:
+    if as_json and why is not None:
+        rows = [{"path": h.path, "score": round(h.score, 5), "id": h.photo_id, "explain": w}
+                for h, w in zip(hits, why, strict=True)]
+        print(json.dumps(rows, indent=1))
+        return
     if as_json:
         print(
             json.dumps(
@@ -240,9 +250,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not args.text and not args.image:
         print("give some words or --image PATH", file=sys.stderr)
         return 2
-    with _open(args) as lib:
+    with _open(args, rerank=args.rerank) as lib:
         hits = lib.search(args.text, args.image, k=args.k, filters=_filters(args), exact=args.exact)
-        _print_hits(hits, args.json)
+        why = lib.explain(args.text, hits) if args.explain and args.text else None
+        _print_hits(hits, args.json, why)
     return 0
 
 

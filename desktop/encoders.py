@@ -1,6 +1,8 @@
-"""The plugin contract: encoders (image/text -> vectors), captioners (image -> text).
+"""The plugin contract: encoders (image/text -> vectors), captioners (image -> text),
+re-rankers (a second look at the encoder's best candidates).
 
-Plugins are found through entry points (`lumen.encoders`, `lumen.captioners`); our own
+Plugins are found through entry points (`lumen.encoders`, `lumen.captioners`,
+`lumen.rerankers`); our own
 plugins are registered the same way in pyproject.toml. Listing plugins never imports
 torch: a plugin module is cheap to import and loads its model on first use.
 
@@ -30,6 +32,7 @@ ENCODER_GROUP = "lumen.encoders"
 AUTO = "auto"  # the encoder spec that means "the best one this machine has" (choose_default_encoder)
 DECODE_SIZE = 256  # encoders look at ~224 px; JPEGs are draft-decoded to about this
 CAPTIONER_GROUP = "lumen.captioners"
+RERANKER_GROUP = "lumen.rerankers"
 
 
 class EncoderError(RuntimeError):
@@ -57,6 +60,53 @@ class Encoder(Protocol):
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """(n, dim) float32, L2-normalised. Raises EncoderError when not `joint`."""
         ...
+
+
+@dataclass(frozen=True)
+class RerankQuery:
+    """What a re-ranker sees of a query. Text -> image: `text` (the raw query, operators
+    included) and `images` (paths of query photos); image -> text: `photo` (the query
+    photo's region features, from the region store) and `photo_id`."""
+
+    text: str | None = None
+    images: tuple[str, ...] = ()
+    photo_id: int | None = None
+    regions: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class RerankCandidates:
+    """The first stage's best candidates, best first. Photos (text -> image) carry their
+    stored region features (None where a photo has none yet); captions (image -> text)
+    carry their text."""
+
+    scores: np.ndarray  # (n,) first-stage scores
+    photo_ids: tuple[int, ...] = ()
+    regions: tuple[np.ndarray | None, ...] = ()
+    texts: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """Second stage: new scores for the first stage's top candidates (`lumen.rerankers`).
+
+    `rerank` returns (n,) scores, higher is better, or None for a query it does not
+    handle (the first-stage order is kept). A re-ranker that needs per-photo features
+    names them with `regions_key(encoder_id)` (the region store's key, which must change
+    whenever the features would) and computes them at index time with
+    `regions_from_maps(maps) -> (n, rows, cols)`, from the maps an encoder's
+    `encode_images_with_maps` returns in its own CNN pass; one that needs none returns
+    None there. Optional: `explain(text, regions) -> list[dict | None]` (why a photo matched)."""
+
+    id: str
+
+    def accepts(self, encoder_id: str) -> bool:
+        """Whether its scores mean anything for this first-stage encoder."""
+        ...
+
+    def regions_key(self, encoder_id: str) -> str | None: ...
+
+    def rerank(self, query: RerankQuery, candidates: RerankCandidates) -> np.ndarray | None: ...
 
 
 @runtime_checkable
@@ -143,6 +193,11 @@ def create_encoder(spec: str, weights: str | None = None, device: str = "auto") 
 def create_captioner(spec: str, weights: str | None = None, device: str = "auto", **kwargs: Any) -> Captioner:
     name, model = split_spec(spec)
     return get_plugin(name, CAPTIONER_GROUP).create(model=model, weights=weights, device=device, **kwargs)
+
+
+def create_reranker(spec: str, weights: str | None = None, device: str = "auto") -> Reranker:
+    name, model = split_spec(spec)
+    return get_plugin(name, RERANKER_GROUP).create(model=model, weights=weights, device=device)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

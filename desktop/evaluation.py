@@ -308,10 +308,11 @@ def _rank_photos(lib: Any, queries: np.ndarray, k: int, exact: bool, photo_index
 def run_eval(images_dir: str | os.PathLike, captions_tsv: str | os.PathLike, split: str | os.PathLike | None = None,
              encoder: str | None = None, weights: str | None = None, device: str = "auto",
              depth: int | None = None, ann_search_k: int | None = None, workdir: str | os.PathLike | None = None,
-             progress: Callable[[str, int, int], None] | None = None) -> EvalResult:
+             progress: Callable[[str, int, int], None] | None = None, rerank: bool = True) -> EvalResult:
     """Index the split's images into a throwaway library and run every caption as a text
     query (text->image) and every image against all captions (image->text), exact and
-    through the ANN path, with `depth`-deep rankings (default: everything)."""
+    through the ANN path, with `depth`-deep rankings (default: everything); with `rerank`
+    and a re-ranker installed for the encoder, also the exact ranking re-ranked."""
     from desktop.index import AnnoyBackend
     from desktop.library import Library
 
@@ -322,7 +323,7 @@ def run_eval(images_dir: str | os.PathLike, captions_tsv: str | os.PathLike, spl
     with tempfile.TemporaryDirectory(prefix="lumen-eval-", dir=workdir) as tmp:
         tmp_path = Path(tmp)
         links = _link_images(data.images, Path(images_dir), tmp_path / "photos")
-        with Library.open(tmp_path / "home", encoder=encoder, weights=weights, device=device) as lib:
+        with Library.open(tmp_path / "home", encoder=encoder, weights=weights, device=device, rerank=rerank) as lib:
             enc = lib.encoder
             if not enc.joint:
                 raise ValueError(f"{enc.id} has no joint text/image space, so captions cannot be ranked "
@@ -363,6 +364,11 @@ def run_eval(images_dir: str | os.PathLike, captions_tsv: str | os.PathLike, spl
                     t2i[mode] = retrieval_metrics(_rank_photos(lib, txt_vecs, k_img, exact, photo_index), t2i_rel)
                     ranked = cap_index.search(img_vecs, k_txt, exact=exact)
                     i2t[mode] = retrieval_metrics([[cid for cid, _ in row] for row in ranked], i2t_rel)
+            if rerank and lib.reranking.reranker(enc.id) is not None:
+                t2i["exact+rerank"], i2t["exact+rerank"] = _reranked(lib, data, txt_vecs, img_vecs, cap_index,
+                                                                     photo_index, k_img, k_txt, progress)
+                notes.append(f"exact+rerank: the exact ranking's top {_top_n()} re-ranked by "
+                             f"{lib.reranking.reranker(enc.id).id} (the app's second stage)")
             if ann_search_k is None:
                 from desktop import index as index_mod
 
@@ -373,6 +379,44 @@ def run_eval(images_dir: str | os.PathLike, captions_tsv: str | os.PathLike, spl
                 notes.append(f"ann: Annoy forced, {ann_search_k} candidates inspected per query")
     return EvalResult(enc.id, len(data.images), len(data.captions), index_s, report.images_per_s, texts_per_s,
                       t2i, i2t, max(k_img, k_txt) if depth is None else depth, notes)
+
+
+def _top_n() -> int:
+    from desktop.rerank import TOP_N
+
+    return TOP_N
+
+
+def _reranked(lib: Any, data: CaptionSet, txt_vecs: np.ndarray, img_vecs: np.ndarray, cap_index: Any,
+              photo_index: dict[int, int], k_img: int, k_txt: int,
+              progress: Callable[[str, int, int], None] | None) -> tuple[RetrievalMetrics, RetrievalMetrics]:
+    """Both directions through the search path's second stage (lib.reranking: what
+    Library.search applies to its hits, and what caption ranking applies to its list)."""
+    eid = lib.encoder.id
+    t2i: list[list[int]] = []
+    for s in range(0, len(txt_vecs), 256):
+        rows = lib.search_vectors(txt_vecs[s : s + 256], k_img, exact=True)
+        for j, hits in enumerate(rows):
+            hits = lib.reranking.photos(data.captions[s + j], (), hits, eid, k_img)
+            t2i.append([photo_index[h.photo_id] for h in hits if h.photo_id in photo_index])
+        if progress:
+            progress("re-rank text->image", len(t2i), len(txt_vecs))
+    by_index = {i: pid for pid, i in photo_index.items()}
+    rows_ = lib.catalog.photos(sorted(photo_index))
+    ranked = cap_index.search(img_vecs, k_txt, exact=True)
+    i2t: list[list[int]] = []
+    for i, row in enumerate(ranked):
+        ids = [cid for cid, _ in row]
+        pid = by_index.get(i)
+        if pid is not None and pid in rows_:
+            order = lib.reranking.captions(pid, rows_[pid].hash, [data.captions[c] for c in ids],
+                                           np.array([sc for _, sc in row], np.float32), eid)
+            ids = [ids[o] for o in order]
+        i2t.append(ids)
+        if progress and (i % 50 == 0 or i == len(ranked) - 1):
+            progress("re-rank image->text", i + 1, len(ranked))
+    return (retrieval_metrics(t2i, [[int(i)] for i in data.caption_image]),
+            retrieval_metrics(i2t, [data.captions_of(i) for i in range(len(data.images))]))
 
 
 def _photo_paths(cat: Any, encoder_id: str) -> list[tuple[int, str]]:
@@ -428,6 +472,8 @@ def register_cli(sub: Any, common: Callable[[Any], None]) -> None:
     p.add_argument("--depth", type=int, help="rank only the top N (default: everything)")
     p.add_argument("--ann-search-k", type=int, metavar="N",
                    help="force Annoy with N candidates per query (default: the app's own settings)")
+    p.add_argument("--rerank", action=__import__("argparse").BooleanOptionalAction, default=True,
+                   help="also measure the exact ranking re-ranked by the installed re-ranker (default on)")
     p.add_argument("--json", action="store_true")
     common(p)
     p.set_defaults(handler=cmd_eval)
@@ -458,7 +504,7 @@ class _Progress:
 
 def cmd_eval(args: Any) -> int:
     res = run_eval(args.images, args.captions, args.split, args.encoder, args.weights, args.device,
-                   depth=args.depth, ann_search_k=args.ann_search_k, progress=_Progress())
+                   depth=args.depth, ann_search_k=args.ann_search_k, progress=_Progress(), rerank=args.rerank)
     print(json.dumps(res.to_json(), indent=1) if args.json else res.table())
     return 0
 

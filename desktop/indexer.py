@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from desktop.catalog import Catalog, Root
 from desktop.encoders import DECODE_SIZE, decode_size
 from desktop.scanner import Change, Watcher, plan
 from desktop.store import Progress, Store
+
+if TYPE_CHECKING:
+    from desktop.rerank import Reranking
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -83,15 +86,29 @@ class EncodeBackend(Protocol):
 
 
 def encode_decoded(
-    encode_images: Callable[[list[Any]], np.ndarray], dim: int, items: Sequence[tuple[int, media.Decoded]]
+    encode_images: Callable[[list[Any]], np.ndarray], dim: int, items: Sequence[tuple[int, media.Decoded]],
+    encode_stills: Callable[[list[Any], list[int]], np.ndarray] | None = None,
 ) -> tuple[list[tuple[int, np.ndarray, dict[str, object]]], dict[int, list[tuple[float, np.ndarray]]]]:
-    """Encode every frame of decoded items in one call: (rows for save_encoded, video frames).
+    """Encode every frame of decoded items: (rows for save_encoded, video frames).
     A still's vector is its picture's; a video's is its frames' normalised mean (for
     "similar" and the ANN index), and text queries are matched against each frame (search.py).
-    Shared by the local backend and the cluster's workers, so both store the same thing."""
+    `encode_stills(pictures, photo_ids)`, when given, encodes the stills (the re-ranker's
+    seam: it also stores their region features from the same pass). Shared by the local
+    backend and the cluster's workers, so both store the same thing."""
     frames_of = [d.frames for _, d in items]
+    still = [frames[0].at_s is None for frames in frames_of]
     pictures = [f.image for frames in frames_of for f in frames]
-    vectors = encode_images(pictures) if pictures else np.zeros((0, dim), np.float32)
+    vectors = np.zeros((len(pictures), dim), np.float32)
+    if pictures and encode_stills is not None and any(still):
+        positions = np.cumsum([0] + [len(f) for f in frames_of])[:-1]
+        at = [int(positions[i]) for i, s in enumerate(still) if s]
+        vectors[at] = encode_stills([pictures[i] for i in at], [items[i][0] for i, s in enumerate(still) if s])
+        taken = set(at)
+        rest = [i for i in range(len(pictures)) if i not in taken]
+        if rest:
+            vectors[rest] = encode_images([pictures[i] for i in rest])
+    elif pictures:
+        vectors = np.asarray(encode_images(pictures), np.float32)
     rows: list[tuple[int, np.ndarray, dict[str, object]]] = []
     frames: dict[int, list[tuple[float, np.ndarray]]] = {}
     start = 0
@@ -109,10 +126,12 @@ def encode_decoded(
 
 
 class Indexer:
-    """The indexing pipeline of one data dir."""
+    """The indexing pipeline of one data dir. `reranking` (desktop/rerank.py), when given,
+    encodes stills so that the re-ranker's region features come from the same CNN pass."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, reranking: Reranking | None = None) -> None:
         self.store = store
+        self.reranking = reranking
         self.watcher: Watcher | None = None  # while watch() runs: status() shows its notices
 
     # ---- indexing -----------------------------------------------------------------------
@@ -300,7 +319,8 @@ class Indexer:
                         log.info("skipped %s: %s", path, result.reason)
                         continue
                     ok.append((photo_id, result))
-                rows_out, frames = encode_decoded(self.store.encode_images, encoder.dim, ok)
+                stills = self.reranking.encode_images if self.reranking is not None else None
+                rows_out, frames = encode_decoded(self.store.encode_images, encoder.dim, ok, stills)
                 yield EncodedBatch(len(batch), rows_out, skipped, frames)
         finally:
             decoded.close()  # stops the decoders now, also on cancel or error

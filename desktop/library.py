@@ -26,6 +26,7 @@ from desktop.duplicates import Group
 from desktop.encoders import Encoder, EncoderError, better_encoder
 from desktop.index import AnnoyBackend, IndexBackend
 from desktop.indexer import Indexer, IndexReport
+from desktop.rerank import Reranking
 from desktop.scanner import Change, Watcher
 from desktop.search import Filters, Found, Hit, Term, parse_query
 from desktop.settings import Paths
@@ -71,15 +72,18 @@ class Library:
         model_nice: int = 0,
         model_idle_s: float | None = None,
         index_backend: Callable[[Path, int], IndexBackend] = AnnoyBackend,
+        rerank: bool | None = None,
     ) -> None:
         """`model_process`: run models in a child process (the window does: its process then
         never imports torch, see model_host.py); `model_nice` lowers that process's priority
         and `model_idle_s` ends it after that long unused (the next request restarts it).
         `readonly=None` attaches read-only when another Lumen writes here, False refuses.
-        `index_backend(directory, dim)` makes each encoder's index (desktop/index.py)."""
+        `index_backend(directory, dim)` makes each encoder's index (desktop/index.py).
+        `rerank` overrides the re-ranking setting for this session (desktop/rerank.py)."""
         self.store = Store(home, encoder, weights, device, readonly, model_process, model_nice, model_idle_s,
                            index_backend)
-        self.indexer = Indexer(self.store)
+        self.reranking = Reranking(self.store, rerank)  # the second stage of search
+        self.indexer = Indexer(self.store, self.reranking)
 
     @classmethod
     def open(cls, home: str | os.PathLike | None = None, **kwargs: Any) -> Library:
@@ -94,6 +98,7 @@ class Library:
     def close(self) -> None:
         """Finish pending writes, close connections, release the writer lock. Idempotent."""
         self.store.close()
+        self.reranking.close()
         captions.forget_captioners(self.store)
 
     # ---- the data dir -------------------------------------------------------------------
@@ -274,8 +279,14 @@ class Library:
         filters: Filters | None = None,
         exact: bool = False,
     ) -> list[Hit]:
-        """Text and/or image query -> top-k photos with cosine scores."""
-        return search.search(self.store, text, images_, k, filters, exact)
+        """Text and/or image query -> top-k photos with cosine scores (re-ranked by the
+        installed re-ranker unless it is switched off)."""
+        return search.search(self.store, text, images_, k, filters, exact, self.reranking)
+
+    def explain(self, text: str, hits: Sequence[Hit]) -> list[dict[str, Any] | None]:
+        """Why each hit matched `text`: the re-ranker's per-word attention over the photo's
+        grid ({"grid", "heatmap", "words", "top_words", "score"}), None where it cannot say."""
+        return self.reranking.explain(text, hits, self.query_encoder().id)
 
     def similar(self, path_or_id: str | int, k: int = 20, filters: Filters | None = None) -> list[Hit]:
         """Photos that look like this one (near-duplicates first); the photo itself excluded."""
@@ -298,7 +309,7 @@ class Library:
 
     def find(self, text: str, k: int = 50, filters: Filters | None = None, mode: str = "both") -> list[Found]:
         """Words (captions and tags), meaning (the encoder), or both fused by rank."""
-        return search.search_mixed(self.store, text, k, filters, mode)
+        return search.search_mixed(self.store, text, k, filters, mode, self.reranking)
 
     def find_words(self, text: str, k: int = 1000, filters: Filters | None = None) -> list[Found]:
         """Photos whose shown caption or tags contain the words, best (bm25) first."""
@@ -319,7 +330,7 @@ class Library:
         return self.store.write(lambda c: c.delete_album(name))
 
     def album_photos(self, album: Album | str) -> list[Found]:
-        return search.album_photos(self.store, album)
+        return search.album_photos(self.store, album, self.reranking)
 
     # ---- photos, captions, tags (desktop/captions.py does the work) ----------------------
     def photo(self, photo_id: int) -> Photo | None:

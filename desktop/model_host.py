@@ -33,7 +33,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from desktop.encoders import EncoderError, create_captioner, create_encoder
+from desktop.encoders import EncoderError, create_captioner, create_encoder, create_reranker
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ def serve(requests: IO[bytes], answers: IO[bytes]) -> None:
                 pass
 
     try:
-        make = create_encoder if kind == "encoder" else create_captioner
+        make = {"encoder": create_encoder, "reranker": create_reranker}.get(kind, create_captioner)
         encoder: Any = make(spec, weights=weights, device=device, **options)
         failure: BaseException | None = None
     except BaseException as exc:  # noqa: BLE001 - every request gets the reason

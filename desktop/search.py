@@ -13,7 +13,7 @@ import threading
 import weakref
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from desktop import media
 from desktop.catalog import Album, CatalogError, Photo
 from desktop.encoders import Encoder, EncoderError, decode_size
 from desktop.store import LibraryError, Store
+
+if TYPE_CHECKING:
+    from desktop.rerank import Reranking
 
 log = logging.getLogger(__name__)
 
@@ -280,11 +283,15 @@ def search(
     k: int = 20,
     filters: Filters | None = None,
     exact: bool = False,
+    reranking: Reranking | None = None,
 ) -> list[Hit]:
-    """Text and/or image query -> top-k photos with cosine scores."""
+    """Text and/or image query -> top-k photos with cosine scores; with `reranking`, the
+    first stage's top N go through the installed re-ranker (desktop/rerank.py)."""
     encoder = store.query_encoder()
     query = encode_query(store, text, images_, encoder=encoder)
-    return search_vectors(store, query[None, :], k, filters=filters, exact=exact, encoder_id=encoder.id)[0]
+    want = reranking.depth(k, encoder.id) if reranking is not None else k  # the second stage sees the top N
+    hits = search_vectors(store, query[None, :], want, filters=filters, exact=exact, encoder_id=encoder.id)[0]
+    return reranking.photos(text, images_, hits, encoder.id, k) if reranking is not None else hits
 
 
 def similar(store: Store, path_or_id: str | int, k: int = 20, filters: Filters | None = None) -> list[Hit]:
@@ -359,12 +366,13 @@ def find_words(store: Store, text: str, k: int = 1000, filters: Filters | None =
     ]
 
 
-def _meaning(store: Store, text: str, depth: int, filters: Filters | None) -> list[Hit]:
+def _meaning(store: Store, text: str, depth: int, filters: Filters | None,
+             reranking: Reranking | None = None) -> list[Hit]:
     query = meaning_text(text)
     if not query:
         return []
     try:
-        return search(store, query, k=depth, filters=filters)
+        return search(store, query, k=depth, filters=filters, reranking=reranking)
     except (LibraryError, EncoderError) as exc:  # e.g. an encoder with no text tower
         log.info("meaning side of %r unavailable, words only: %s", text, exc)
         return []
@@ -404,12 +412,13 @@ def _check_mode(mode: str) -> None:
 
 
 def search_mixed(
-    store: Store, text: str, k: int = 50, filters: Filters | None = None, mode: str = "both"
+    store: Store, text: str, k: int = 50, filters: Filters | None = None, mode: str = "both",
+    reranking: Reranking | None = None,
 ) -> list[Found]:
     """A query matched by words, by meaning, or both (mode), ranked by rank fusion."""
     _check_mode(mode)
     word_hits = find_words(store, text, max(k, MEANING_DEPTH), filters) if mode != "meaning" else []
-    meaning_hits = _meaning(store, text, max(k, MEANING_DEPTH), filters) if mode != "words" else []
+    meaning_hits = _meaning(store, text, max(k, MEANING_DEPTH), filters, reranking) if mode != "words" else []
     if mode == "meaning":
         return [Found(h.photo, h.score, at_s=h.at_s, similarity=h.score) for h in meaning_hits[:k]]
     return fuse(word_hits, meaning_hits, k)
@@ -444,7 +453,7 @@ def save_album(
     return album
 
 
-def album_photos(store: Store, album: Album | str) -> list[Found]:
+def album_photos(store: Store, album: Album | str, reranking: Reranking | None = None) -> list[Found]:
     """The album's photos now: every word match, plus the best meaning matches (at most
     max_photos, at least min_score similar), ranked like search_mixed. Evaluated when
     asked, so photos indexed or captioned since appear without any bookkeeping."""
@@ -460,7 +469,7 @@ def album_photos(store: Store, album: Album | str) -> list[Found]:
     word_hits = find_words(store, album.query, 100_000, filters) if album.mode != "meaning" else []
     meaning_hits: list[Hit] = []
     if album.mode != "words":
-        meaning_hits = _meaning(store, album.query, album.max_photos or MEANING_DEPTH, filters)
+        meaning_hits = _meaning(store, album.query, album.max_photos or MEANING_DEPTH, filters, reranking)
         if album.min_score is not None:
             meaning_hits = [h for h in meaning_hits if h.score >= album.min_score]
     return fuse(word_hits, meaning_hits)

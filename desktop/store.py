@@ -274,6 +274,11 @@ class Store:
             self._previous = self.create_encoder(done["spec"], done["weights"])
         return self._previous
 
+    def using_encoder(self, fn: Callable[[Encoder], T]) -> T:
+        """fn(encoder) while no other thread uses it (a query waits at most one batch)."""
+        with self._encoder_lock:
+            return fn(self.encoder)
+
     def encode_images(self, imgs: Sequence[Any], encoder: Encoder | None = None) -> np.ndarray:
         with self._encoder_lock:
             return (encoder or self.encoder).encode_images(imgs)

@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"settings", "images", "encoders", "catalog"},  # rows, pixels, plugin contracts
     {"model_host", "media", "index", "downloads", "timeline"},  # model processes, media decoders, index backends, weight downloads, dates
     {"scanner", "store", "trash"},  # the file system; one open data dir
-    {"indexer", "captions", "search", "cluster", "duplicates"},  # the pipelines (cluster: the indexer's Ray backend)
+    {"indexer", "captions", "search", "cluster", "duplicates", "rerank"},  # the pipelines (cluster: the indexer's Ray backend)
     {"library"},  # THE facade
     {"export", "evaluation", "console"},  # things built on the facade
     {"captions_cli", "cli", "server", "jobs", "ui", "app", "__main__"},  # front ends

@@ -29,6 +29,7 @@ from desktop.jobs import Details, Jobs, load_preview, photo_details
 from desktop.library import Hit
 from desktop.media import clock
 from desktop.ui.caption_editor import CaptionEditor
+from desktop.ui.explain import WhyPanel, explain_hit, paint_overlay
 from desktop.ui.tags_panel import jobs_runner
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class Preview(QWidget):
         super().__init__(parent)
         self.setObjectName("Preview")
         self._pixmap: QPixmap | None = None
+        self.overlay: QImage | None = None  # "why this photo": attention heat map over the photo
         self.message = ""
         self.setMinimumHeight(200)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
@@ -79,6 +81,10 @@ class Preview(QWidget):
     def pixmap(self) -> QPixmap | None:
         return self._pixmap
 
+    def set_overlay(self, overlay: QImage | None) -> None:
+        self.overlay = overlay
+        self.update()
+
     def paintEvent(self, event: QPaintEvent) -> None:
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
@@ -92,8 +98,9 @@ class Preview(QWidget):
         w, h = self._pixmap.width(), self._pixmap.height()
         scale = min(area.width() / w, area.height() / h)
         tw, th = int(w * scale), int(h * scale)
-        painter.drawPixmap(QRect(area.x() + (area.width() - tw) // 2, area.y() + (area.height() - th) // 2, tw, th),
-                           self._pixmap)
+        target = QRect(area.x() + (area.width() - tw) // 2, area.y() + (area.height() - th) // 2, tw, th)
+        painter.drawPixmap(target, self._pixmap)
+        paint_overlay(painter, target, self.overlay)
 
 
 class DetailPanel(QFrame):
@@ -154,6 +161,9 @@ class DetailPanel(QFrame):
         buttons.addWidget(self.play_button)
         buttons.addStretch(1)
         layout.addLayout(buttons)
+        self.why = WhyPanel(body)
+        self.why.overlay_changed.connect(self.preview.set_overlay)
+        layout.addWidget(self.why)
 
         form = QFormLayout()
         form.setHorizontalSpacing(14)
@@ -200,7 +210,8 @@ class DetailPanel(QFrame):
         self.show_hit(None)
 
     # -- public --
-    def show_hit(self, hit: Hit | None, browsing: bool = True) -> None:
+    def show_hit(self, hit: Hit | None, browsing: bool = True, query: str | None = None) -> None:
+        """`query`: the words it was found by (the panel then explains the match)."""
         if hit is not None and self.hit is not None and hit.photo == self.hit.photo:
             # Same photo after a refresh of the results: keep the preview, update the score.
             moved = hit.at_s != self.hit.at_s
@@ -212,6 +223,7 @@ class DetailPanel(QFrame):
             return
         self.hit = hit
         self.details = None
+        self.why.set_explanation(None)
         enabled = hit is not None
         for button in (self.similar_button, self.folder_button):
             button.setEnabled(enabled)
@@ -237,6 +249,10 @@ class DetailPanel(QFrame):
         self._fill_moment(hit)
         self.preview.set_pixmap(None, "Loading preview…")
         self._load_details(photo.id)
+        if query and query.strip() and not browsing:
+            self.jobs.run(explain_hit, self.jobs.library, query, hit,
+                          on_result=lambda e, pid=photo.id: self._current(pid) and self.why.set_explanation(e),
+                          on_error=lambda m: log.info("no explanation: %s", m))
         self._load_preview(hit)
 
     def _load_preview(self, hit: Hit) -> None:

@@ -495,7 +495,8 @@ class MainWindow(QMainWindow):
 
     def _current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         hit = current.data(HitRole) if current.isValid() else None
-        self.detail.show_hit(hit, browsing=self.model.browsing)
+        query = self.results.query.text if self.results is not None and self.listing is None else None
+        self.detail.show_hit(hit, browsing=self.model.browsing, query=query)
 
     def _load_chip_images(self, paths: list[str]) -> None:
         for path in paths:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -107,6 +108,11 @@ class SettingsDialog(QDialog):
             self.captioner.addItem(self.initial.captioner, self.initial.captioner)
             self.captioner.setCurrentIndex(1)
         form.addRow("Captioner", self.captioner)
+        self.rerank = QCheckBox("Re-rank the best results by matching words to image regions", model_box)
+        self.rerank.setToolTip("Needs a re-ranker for the encoder (bert_resnet ships one); costs a little "
+                               "time per query and explains matches in the detail panel")
+        self.rerank.setChecked(lib.reranking.enabled)
+        form.addRow("Re-ranking", self.rerank)
         self.models_note = QLabel("Looking for installed models…", model_box)
         self.models_note.setObjectName("Hint")
         self.models_note.setWordWrap(True)
@@ -158,6 +164,8 @@ class SettingsDialog(QDialog):
         choice = self.choice()
         self.settings.setValue("device", choice.device)
         self.settings.setValue("captioner", choice.captioner or "")
+        if self.rerank.isChecked() != self.jobs.library.reranking.enabled and not self.jobs.library.readonly:
+            self.jobs.library.reranking.set_enabled(self.rerank.isChecked())
         old = self.initial
         if (choice.encoder, choice.weights, choice.device) != (old.encoder, old.weights, old.device):
             log.info("encoder %s -> %s (weights %s, device %s)", old.encoder, choice.encoder, choice.weights, choice.device)

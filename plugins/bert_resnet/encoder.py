@@ -68,7 +68,7 @@ class BertResnetEncoder(LazyModel):
             cnn, text = self._backbones
         else:
             cnn = M.build_cnn(self.cnn_ref, device)
-            text = M.TextBackbone(self.text_ref, device) if self.heads_path is not None else None
+            text = M.shared_text_backbone(self.text_ref, device) if self.heads_path is not None else None
         heads = None
         if self.heads_path is not None:
             heads, _ = M.load_heads(self.heads_path, cnn, text, device)
@@ -81,6 +81,14 @@ class BertResnetEncoder(LazyModel):
         if not len(images):
             return np.zeros((0, self.dim), np.float32)
         return np.concatenate([self._images(b)[0] for b in batched(images, BATCH)])
+
+    def encode_images_with_maps(self, images: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors and the CNN's last spatial map (n, c, h, w) float16 from the same pass:
+        what the attention re-ranker's region features are made of."""
+        if not len(images):
+            return np.zeros((0, self.dim), np.float32), np.zeros((0, 0, 0, 0), np.float16)
+        parts = [self._images(b, want_map=True) for b in batched(images, BATCH)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[2] for p in parts])
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         if not self.joint:
@@ -99,6 +107,8 @@ class BertResnetEncoder(LazyModel):
                 if m.heads.cfg.txt_tail:
                     (states,), mask, _ = m.text.hidden(batch, [m.text.n_layers - m.heads.cfg.txt_tail])
                     out.append(m.heads.text_from_states(states, mask).cpu().numpy())
+                elif len(batch) == 1:  # a query: its states are kept for the re-ranker (hidden_one)
+                    out.append(m.heads.text_from_states(m.text.hidden_one(batch[0])[2]).cpu().numpy())
                 else:
                     pooled = torch.from_numpy(m.text.encode(batch)).to(m.device)
                     out.append(m.heads.text_from_states(pooled).cpu().numpy())
@@ -114,7 +124,8 @@ class BertResnetEncoder(LazyModel):
 
     # -- shared image path: one trunk pass feeds both the embedding and the tags ---------
 
-    def _images(self, images: Sequence[Any], want_tags: int = 0) -> tuple[np.ndarray, list]:
+    def _images(self, images: Sequence[Any], want_tags: int = 0, want_map: bool = False
+                ) -> tuple[np.ndarray, list, np.ndarray | None]:
         import torch
 
         from plugins.bert_resnet import model as M
@@ -124,6 +135,7 @@ class BertResnetEncoder(LazyModel):
         tail = heads.cfg.cut if heads is not None else 0
         views = [False, True] if heads is not None and heads.cfg.flip_tta else [False]
         vecs = []
+        fmap = None
         tags: list[list[tuple[str, float]]] = []
         with self._run_lock, torch.inference_mode():
             for flip in views:
@@ -139,5 +151,10 @@ class BertResnetEncoder(LazyModel):
                     if heads is None:
                         vecs.append(pooled.cpu().numpy())
                 if heads is not None:
-                    vecs.append(heads.image_from_trunk(trunk).cpu().numpy())
-        return l2_normalize(np.mean(vecs, axis=0)), tags
+                    feats, last = heads.image_features_and_map(trunk)
+                    vecs.append(heads.image_from_trunk(feats).cpu().numpy())
+                    if want_map and not flip:
+                        fmap = last.to(torch.float16).cpu().numpy()
+                elif want_map and not flip:
+                    fmap = m.cnn.run_tail(trunk, tail).to(torch.float16).cpu().numpy()
+        return l2_normalize(np.mean(vecs, axis=0)), tags, fmap

@@ -376,12 +376,42 @@ class TextBackbone:
         final = F.normalize(mean_pool(out.last_hidden_state, mask), dim=-1)
         return [out.hidden_states[la] for la in layers], mask, final
 
+    def hidden_one(self, text: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(last-layer states (1, T, h), mask, pooled embedding) of one text, remembered for
+        a few texts: a query's forward pass serves both the encoder's vector and the
+        re-ranker's token states."""
+        recent = self.__dict__.setdefault("_recent", {})
+        with _SHARED_LOCK:
+            hit = recent.get(text)
+        if hit is not None:
+            return hit
+        (states,), mask, final = self.hidden([text], [self.n_layers])
+        with _SHARED_LOCK:
+            recent[text] = (states, mask, final)
+            while len(recent) > 8:
+                recent.pop(next(iter(recent)))
+        return states, mask, final
+
     def tail_layers(self, n: int) -> nn.ModuleList:
         if n and not self.is_bert:
             raise EncoderError(f"{self.ref.name}: fine-tuned text layers need a BERT-architecture model")
         cfg = self.hf.config
         layers = list(self.hf.encoder.layer)[self.n_layers - n :] if n else []
         return nn.ModuleList(BertLayer.from_hf(la, cfg.num_attention_heads, cfg.layer_norm_eps) for la in layers)
+
+
+_SHARED_TEXT: dict[tuple[str, str], TextBackbone] = {}
+_SHARED_LOCK = __import__("threading").Lock()
+
+
+def shared_text_backbone(ref: TextRef, device: str = "cpu") -> TextBackbone:
+    """One loaded text model per (model, device) in a process: the encoder and the
+    re-ranker read the same MiniLM (inference only, so sharing it across threads is safe)."""
+    with _SHARED_LOCK:
+        key = (ref.name, device)
+        if key not in _SHARED_TEXT:
+            _SHARED_TEXT[key] = TextBackbone(ref, device)
+        return _SHARED_TEXT[key]
 
 
 # --------------------------------------------------------------------------- heads
@@ -473,6 +503,11 @@ class JointHeads(nn.Module):
 
     def image_features(self, trunk_fmap: torch.Tensor) -> torch.Tensor:
         """Trunk feature map (n, c, h, w) -> the vector the projections read."""
+        return self.image_features_and_map(trunk_fmap)[0]
+
+    def image_features_and_map(self, trunk_fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the vector the projections read, the CNN's last spatial map): the map is what the
+        attention re-ranker's region features come from, in the same pass."""
         outs = [trunk_fmap]
         for stage in self.img_tail:
             outs.append(stage(outs[-1]))
@@ -482,7 +517,7 @@ class JointHeads(nn.Module):
         if self.cfg.img_probs:
             assert self.img_classifier is not None
             parts.append(PROBS_SCALE * self.img_classifier(pooled).softmax(-1))
-        return torch.cat(parts, 1)
+        return torch.cat(parts, 1), last
 
     def image_input(self, x: torch.Tensor) -> torch.Tensor:
         """A trunk feature map, or already computed `image_features` (2-D): the latter."""
