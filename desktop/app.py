@@ -23,7 +23,7 @@ from desktop.library import Library, LibraryError
 from desktop.settings import MODEL_IDLE_S
 from desktop.ui.grid import THUMB
 from desktop.ui.main_window import MainWindow
-from desktop.ui.settings_dialog import saved_device
+from desktop.ui.settings_dialog import saved_cluster, saved_device
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,8 @@ def create_window(lib: Library, settings: QSettings | None = None) -> MainWindow
     screen = QGuiApplication.primaryScreen()
     dpr = screen.devicePixelRatio() if screen is not None else 1.0
     jobs = Jobs(lib, thumb_cell=THUMB, dpr=dpr)
+    if settings is not None:
+        jobs.indexing.cluster = saved_cluster(settings)  # Settings → Ray cluster
     return MainWindow(jobs, settings)
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections import deque
@@ -56,6 +57,24 @@ START_TIMEOUT_S = 600.0  # loading a large model on a cold node can take minutes
 
 class ClusterError(LibraryError):
     """The cluster cannot be reached or used; nothing unwritten is lost (run again to resume)."""
+
+
+REACH_TIMEOUT_S = 3.0  # ray.init waits minutes for a head that is not there; a TCP probe says so at once
+
+
+def check_reachable(address: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
+    """Fail fast, with the address in the message, when a head at HOST:PORT (or
+    ray://HOST:PORT) does not accept connections; `auto` and `local` are Ray's to resolve."""
+    if address in ("auto", "local"):
+        return
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(f"{address!r} is not a Ray address: use auto, local, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ClusterError(f"cannot reach the Ray cluster at {address!r}: {exc.strerror or exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -130,6 +149,7 @@ class RayBackend:
     def connect(self) -> Any:
         ray = import_ray()
         if not ray.is_initialized():
+            check_reachable(self.address)
             kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
             if self.address == "local":
                 kwargs["include_dashboard"] = False

@@ -551,3 +551,33 @@ def test_saving_the_current_search_as_an_album_lists_and_opens_it(qtbot, window:
     click_item(qtbot, panel.album_list, item_named(panel.album_list, "Reds"))
     qtbot.waitUntil(lambda: window.listing == "Album “Reds”", timeout=WAIT_MS)
     assert sorted(names(window)[:2]) == ["red-1.jpg", "red-2.png"]
+
+
+def test_the_ray_cluster_setting_reaches_the_index_runs(qtbot, window: MainWindow, lib: Library, photos: Path,
+                                                        settings: QSettings) -> None:
+    """Settings → Ray cluster: stored per machine, used by the next index run (here a head
+    that is not there: the run stops at once with the address in the message, nothing is
+    lost), and clearing it encodes on this computer again."""
+    import socket
+
+    from desktop.ui.settings_dialog import SettingsDialog, saved_cluster
+
+    pytest.importorskip("ray")
+    lib.add_root(photos)
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    dialog = SettingsDialog(window.jobs, settings, window)
+    qtbot.addWidget(dialog)
+    dialog.cluster.setText(address)
+    with qtbot.waitSignal(window.jobs.indexing.failed, timeout=WAIT_MS) as failure:
+        dialog.apply()
+        window.start()
+    assert saved_cluster(settings) == address and window.jobs.indexing.cluster == address
+    assert "cannot reach the Ray cluster" in failure.args[0] and address in failure.args[0]
+    assert lib.catalog.count_to_encode(lib.encoder.id) == 12  # found, kept, waiting for an encoder
+    dialog.cluster.setText("")
+    with qtbot.waitSignal(window.jobs.indexing.indexed, timeout=WAIT_MS) as done:
+        dialog.apply()
+        window.jobs.indexing.request_index()
+    assert done.args[0].encoded == 12 and saved_cluster(settings) is None

@@ -84,6 +84,8 @@ class IndexingJob(QObject):
         self._state = "idle"
         self._thread = _LoopThread(self._loop)
         self.last_report: IndexReport | None = None
+        # A Ray address: index runs encode there (Library.index(cluster=)); read per run.
+        self.cluster: str | None = None
 
     # -- requests (GUI thread) --
     def start(self) -> None:
@@ -226,7 +228,7 @@ class IndexingJob(QObject):
         throttle = _Throttle(self.progressed.emit)
         try:
             if self._model_ok:
-                report = self.lib.index(progress=throttle, cancel=self._interrupt)
+                report = self.lib.index(progress=throttle, cancel=self._interrupt, cluster=self.cluster)
             else:
                 # No usable encoder: still find and record the photos, so the user sees
                 # them; encoding waits until an encoder is chosen.

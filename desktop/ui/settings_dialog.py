@@ -53,6 +53,11 @@ def saved_device(settings: QSettings) -> str:
     return str(settings.value("device", "auto") or "auto")
 
 
+def saved_cluster(settings: QSettings) -> str | None:
+    """The Ray cluster that encodes this machine's index runs (None: encode here)."""
+    return str(settings.value("cluster", "") or "").strip() or None
+
+
 def saved_captioner(settings: QSettings) -> str | None:
     return str(settings.value("captioner", "") or "") or None
 
@@ -113,6 +118,12 @@ class SettingsDialog(QDialog):
                                "time per query and explains matches in the detail panel")
         self.rerank.setChecked(lib.reranking.enabled)
         form.addRow("Re-ranking", self.rerank)
+        self.cluster = QLineEdit(saved_cluster(settings) or "", model_box)
+        self.cluster.setPlaceholderText("empty: encode on this computer; or auto, local, ray://HOST:10001")
+        self.cluster.setToolTip("Index runs decode and encode new photos on this Ray cluster (pip install "
+                                "'lumen[cluster]'); the catalog stays here. Changes seen while watching "
+                                "are encoded here.")
+        form.addRow("Ray cluster", self.cluster)
         self.models_note = QLabel("Looking for installed models…", model_box)
         self.models_note.setObjectName("Hint")
         self.models_note.setWordWrap(True)
@@ -164,6 +175,12 @@ class SettingsDialog(QDialog):
         choice = self.choice()
         self.settings.setValue("device", choice.device)
         self.settings.setValue("captioner", choice.captioner or "")
+        cluster = self.cluster.text().strip() or None
+        if cluster != saved_cluster(self.settings):
+            self.settings.setValue("cluster", cluster or "")
+            self.jobs.indexing.cluster = cluster
+            if cluster:
+                self.jobs.indexing.request_index()  # hand the photos still to encode to it now
         if self.rerank.isChecked() != self.jobs.library.reranking.enabled and not self.jobs.library.readonly:
             self.jobs.library.reranking.set_enabled(self.rerank.isChecked())
         old = self.initial

@@ -140,6 +140,17 @@ class CnnRef:
         sha = safetensors_lumen_meta(Path(self.path)).get("derived_from_sha256")
         return f"file-{sha[:12]}" if isinstance(sha, str) and sha else None
 
+    def is_or_derives_from(self, sha256: str) -> bool:
+        """Whether these weights are the file with this sha256, or were converted from it
+        (the packaged fp16 backbone names the fp32 file it came from)."""
+        if not self.path:
+            return False
+        if file_sha256(Path(self.path)) == sha256:
+            return True
+        derived = safetensors_lumen_meta(Path(self.path)).get("derived_from_sha256") if self.path.endswith(
+            ".safetensors") else None
+        return derived == sha256
+
     @property
     def dim(self) -> int:
         if self.arch in CNN_DIMS:

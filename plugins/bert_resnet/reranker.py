@@ -140,10 +140,10 @@ class XAttnReranker(LazyModel):
         img = self.header["image_backbone"]
         _, cnn_ref, _ = parse_model(f"{self.text_ref.name}+{self.arch}")
         want_sha, want_tag = img.get("weights_sha256"), img.get("weights_tag")
-        if cnn_ref.path and want_sha and file_sha256(Path(cnn_ref.path)) != want_sha:
+        if cnn_ref.path and want_sha and not cnn_ref.is_or_derives_from(want_sha):
             raise EncoderError(f"re-ranker file {self.path} was trained on other {self.arch} weights than "
                                f"{cnn_ref.path}; train one with `lumen train-reranker`")
-        if want_tag and cnn_ref.weights_tag != want_tag:
+        if want_tag and want_tag not in (cnn_ref.weights_tag, cnn_ref.derived_tag):
             raise EncoderError(f"re-ranker file {self.path} was trained on {self.arch} weights {want_tag}, "
                                f"not {cnn_ref.weights_tag}")
 
