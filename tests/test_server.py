@@ -28,7 +28,7 @@ fastapi = pytest.importorskip("fastapi", reason="the server extra is not install
 from fastapi.testclient import TestClient  # noqa: E402
 
 from desktop import server  # noqa: E402
-from desktop.library import Library  # noqa: E402
+from desktop.library import Library, LibraryError  # noqa: E402
 from desktop.server import ServerConfig, create_app  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -285,7 +285,7 @@ def test_tokens(indexed: Library) -> None:
 
 
 def test_network_binding_needs_a_token(home: Path) -> None:
-    with pytest.raises(server.LibraryError, match="--new-token"):
+    with pytest.raises(LibraryError, match="--new-token"):
         server.serve(server.ServeOptions(home=str(home), host="0.0.0.0", port=free_port()))
     assert server.is_loopback("127.0.0.1") and server.is_loopback("::1") and server.is_loopback("localhost")
     assert not server.is_loopback("0.0.0.0") and not server.is_loopback("192.168.1.5")

@@ -115,7 +115,7 @@ def train_reranker(images_dir: str | Path, captions_tsv: str | Path, split: str 
         maps, vec = [], []
         with torch.inference_mode():
             for s in range(0, len(paths), 250):
-                x = torch.from_numpy(np.asarray(trunks["orig"][s : s + 250])).float().to(device)
+                x = torch.from_numpy(np.array(trunks["orig"][s : s + 250])).float().to(device)
                 if first is not None:
                     feats, fmap = first.image_features_and_map(x)
                     v = first.image_from_trunk(feats)

@@ -1,38 +1,15 @@
-"""`lumen serve`: the library over HTTP, for phones, scripts and other apps.
-
-Every endpoint calls the same `Library` facade the window and the CLI use (no second
-search or catalog path). Safe by default:
-
-- binds to loopback; any other address needs a bearer token (`lumen serve --new-token`
-  shows it once and stores only its SHA-256 in the data dir), compared in constant time;
-- on loopback the Host header must name loopback too (a web page cannot reach the API
-  through DNS rebinding);
-- no CORS unless origins are given; errors are JSON `{"detail": ...}`, never a traceback;
-- every request is bounded: query length, k, body and upload size, image pixels, time.
-
-Sync endpoints run in the server's thread pool, so searches run in parallel with each
-other and with indexing (the Library gives each thread its own read connection and sends
-every write to its one writer thread). A read-only server (`--read-only`, or another Lumen
-holds the writer lock) answers writes with 403 / 409.
-"""
+"""`lumen serve`'s FastAPI app over the Library facade, and the server process."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import hashlib
-import hmac
-import ipaddress
-import json
 import logging
 import os
-import secrets
 import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from enum import IntEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -41,92 +18,54 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
-from pydantic import BaseModel, Field
 
 from desktop import __version__, media
 from desktop.catalog import Photo
 from desktop.encoders import EncoderError
-from desktop.library import Filters, Hit, Library, LibraryError, Progress, ReadOnlyError
-from desktop.settings import MODEL_IDLE_S, paths
+from desktop.library import Filters, Library, LibraryError, Progress, ReadOnlyError
+from desktop.server.models import (
+    API,
+    ERRORS,
+    MAX_JSON_BYTES,
+    MAX_K,
+    MAX_QUERY_CHARS,
+    MAX_TAG_CHARS,
+    ORIGINAL_TYPES,
+    THUMB_SIZES,
+    AlbumIn,
+    AlbumName,
+    AlbumOut,
+    Bearer,
+    CaptionIn,
+    FilterDate,
+    FilterFolder,
+    FilterRoot,
+    FilterType,
+    HealthOut,
+    HitOut,
+    K,
+    PhotoDetailOut,
+    PhotoId,
+    PhotoOut,
+    ProgressOut,
+    ResultsOut,
+    RootOut,
+    StartedOut,
+    StatusOut,
+    TagCountOut,
+    TagEditIn,
+    TagsIn,
+    TextOut,
+    ThumbSize,
+)
+from desktop.server.security import is_loopback, stored_token_hash, token_matches
+from desktop.settings import MODEL_IDLE_S
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("desktop.server")
 
-WEB = Path(__file__).resolve().parent.parent / "resources" / "web"
-TOKEN_FILE = "server-token.json"
-API = "/api/v1"
-
-# Request bounds (part of the API contract, so they are in the OpenAPI schema).
-MAX_QUERY_CHARS = 500
-MAX_K = 500
-MAX_TEXT_CHARS = 2000  # a caption
-MAX_TAGS = 100
-MAX_TAG_CHARS = 64
-MAX_NAME_CHARS = 100
-MAX_JSON_BYTES = 64 * 1024  # any body but an upload
-THUMB_SIZES = (256, 512)  # what the window caches on disk (jobs.THUMB_DISK_SIZE and 2x)
-
-
-class ThumbSize(IntEnum):
-    """The thumbnail sizes the window caches on disk (jobs.THUMB_DISK_SIZE and 2x for HiDPI)."""
-
-    small = 256
-    large = 512
-
-
-# ---- tokens -------------------------------------------------------------------------------
-def token_path(home: str | os.PathLike | None) -> Path:
-    return paths(home).home / TOKEN_FILE
-
-
-def _digest(token: str) -> str:
-    # The token is 256 random bits, so a plain hash suffices: there is nothing to brute-force.
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def new_token(home: str | os.PathLike | None) -> str:
-    """Create a fresh token (replacing any old one) and return it; only its hash is kept."""
-    token = secrets.token_urlsafe(32)
-    target = token_path(home)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump({"sha256": _digest(token), "created": time.time()}, fh)
-    os.replace(tmp, target)
-    return token
-
-
-def stored_token_hash(home: str | os.PathLike | None) -> str | None:
-    """The stored token hash, or None when no token was made."""
-    try:
-        data = json.loads(token_path(home).read_text("utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise LibraryError(f"{token_path(home)}: unreadable token file ({exc}); make a new one with "
-                           "`lumen serve --new-token`") from exc
-    digest = data.get("sha256") if isinstance(data, dict) else None
-    if not isinstance(digest, str) or len(digest) != 64:
-        raise LibraryError(f"{token_path(home)}: not a Lumen token file; make a new one with "
-                           "`lumen serve --new-token`")
-    return digest
-
-
-def token_matches(token: str, digest: str) -> bool:
-    return hmac.compare_digest(_digest(token), digest)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
+WEB = Path(__file__).resolve().parents[2] / "resources" / "web"
 
 # ---- configuration --------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -197,204 +136,6 @@ class IndexRunner:
         if thread is not None:
             thread.join(timeout)
 
-
-# ---- response and request models --------------------------------------------------------
-class ErrorOut(BaseModel):
-    detail: str
-
-
-class PhotoOut(BaseModel):
-    id: int
-    hash: str
-    path: str
-    size: int
-    width: int | None
-    height: int | None
-    format: str | None
-    taken_at: str | None
-    camera: str | None
-    status: str
-    reason: str | None
-    online: bool
-    mtime: float
-
-    @classmethod
-    def of(cls, p: Photo) -> PhotoOut:
-        return cls(**dataclasses.asdict(p))
-
-
-class HitOut(BaseModel):
-    id: int
-    score: float
-    path: str
-    taken_at: str | None
-    width: int | None
-    height: int | None
-    online: bool
-    words: bool = Field(False, description="matched by the words of its caption or tags")
-    similarity: float | None = Field(None, description="cosine similarity to the query (meaning)")
-    snippet: str | None = Field(None, description="the matching words in [brackets]")
-    thumbnail: str
-    file: str
-
-    @classmethod
-    def of(cls, h: Hit) -> HitOut:
-        p = h.photo
-        return cls(id=p.id, score=float(h.score), path=p.path, taken_at=p.taken_at, width=p.width,
-                   height=p.height, online=p.online, words=bool(getattr(h, "words", False)),
-                   similarity=getattr(h, "similarity", float(h.score)), snippet=getattr(h, "snippet", None),
-                   thumbnail=f"{API}/photos/{p.id}/thumbnail", file=f"{API}/photos/{p.id}/file")
-
-
-class ResultsOut(BaseModel):
-    query: str | None = None
-    mode: str
-    count: int
-    results: list[HitOut]
-
-
-class TextOut(BaseModel):
-    caption: str | None = None
-    caption_source: str | None = None
-    caption_edited: bool = False
-    tags: list[str] = []
-    tags_edited: bool = False
-
-
-class PhotoDetailOut(BaseModel):
-    photo: PhotoOut
-    paths: list[str]
-    text: TextOut
-    thumbnails: dict[str, str]
-    file: str
-
-
-class CaptionIn(BaseModel):
-    text: str | None = Field(None, max_length=MAX_TEXT_CHARS,
-                             description="your caption; empty or null returns to the machines'")
-
-
-Tag = Annotated[str, Field(min_length=1, max_length=MAX_TAG_CHARS, pattern=r"\S")]
-
-
-class TagsIn(BaseModel):
-    tags: list[Tag] | None = Field(None, max_length=MAX_TAGS,
-                                   description="your tag set; null returns to the machines'")
-
-
-class TagEditIn(BaseModel):
-    add: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
-    remove: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
-
-
-class TagCountOut(BaseModel):
-    tag: str
-    count: int
-
-
-class FiltersModel(BaseModel):
-    root: str | None = Field(None, max_length=4096)
-    folder: str | None = Field(None, max_length=4096)
-    date_from: str | None = Field(None, max_length=32)
-    date_to: str | None = Field(None, max_length=32)
-    exts: list[Annotated[str, Field(max_length=16)]] = Field(default_factory=list, max_length=20)
-
-
-class AlbumIn(BaseModel):
-    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, pattern=r"\S")
-    mode: Literal["words", "meaning", "both"] = "both"
-    filters: FiltersModel = Field(default_factory=FiltersModel)
-    max_photos: int | None = Field(None, ge=1, le=10_000)
-    min_score: float | None = Field(None, ge=-1.0, le=1.0)
-
-
-class AlbumOut(BaseModel):
-    name: str
-    query: str
-    mode: str
-    filters: dict[str, Any]
-    max_photos: int | None
-    min_score: float | None
-
-
-class RootOut(BaseModel):
-    path: str
-    online: bool
-    watch: bool
-    watching: str
-    counts: dict[str, int]
-
-
-class ProgressOut(BaseModel):
-    state: str = Field(description="idle | indexing | watching | failed (this server's indexing)")
-    stage: str | None = None
-    done: int | None = None
-    total: int | None = None
-    rate: float | None = None
-    eta_s: float | None = None
-    message: str | None = None
-    error: str | None = None
-    to_encode: int | None = Field(None, description="photos without a vector yet (any writer's work)")
-    photos: int = 0
-
-
-class StatusOut(BaseModel):
-    version: str
-    home: str
-    encoder: str
-    encoder_id: str | None
-    encoder_loaded: bool = Field(description="the model is in memory (false: the next search waits for it)")
-    readonly: bool
-    readonly_reason: str | None
-    writable: bool
-    roots: list[RootOut]
-    vectors: dict[str, int]
-    to_encode: int | None
-    index_size: int
-    index_built_at: float | None
-    skipped: int
-    query_cache: dict[str, int]
-    progress: ProgressOut
-
-
-class HealthOut(BaseModel):
-    status: Literal["ok"]
-    version: str
-
-
-class StartedOut(BaseModel):
-    started: bool
-    progress: ProgressOut
-
-
-ORIGINAL_TYPES = {"image/*": {}, "video/*": {}, "application/octet-stream": {}}
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut, "description": why}
-    for code, why in {
-        400: "bad request (the message says what)",
-        401: "missing or wrong bearer token",
-        403: "refused (read-only server)",
-        404: "no such photo, album or file",
-        409: "read-only: another Lumen is writing this library",
-        413: "too large (body, upload or image pixels)",
-        415: "not an image Lumen can read",
-        503: "the encoder is not available",
-        504: "took longer than the request time limit",
-    }.items()
-}
-
-
-# Query parameters shared by the search endpoints (module level: the annotations are strings).
-FilterRoot = Annotated[str | None, Query(max_length=4096, description="only this library folder")]
-FilterFolder = Annotated[str | None, Query(max_length=4096, description="only below this folder")]
-FilterDate = Annotated[str | None, Query(max_length=32, description="taken on/after, before (YYYY-MM-DD)")]
-FilterType = Annotated[list[Annotated[str, Field(max_length=16)]] | None,
-                       Query(max_length=20, description="file types, e.g. jpg, heic (repeatable)")]
-K = Annotated[int, Query(ge=1, le=MAX_K, description="how many results")]
-PhotoId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="a photo id from a search result")]
-Bearer = Annotated[HTTPAuthorizationCredentials | None,
-                  Depends(HTTPBearer(auto_error=False, description="the token from `lumen serve --new-token`"))]
-AlbumName = Annotated[str, PathParam(min_length=1, max_length=MAX_NAME_CHARS, pattern=r"\S")]
 
 
 # ---- the app -----------------------------------------------------------------------------
@@ -865,7 +606,3 @@ def _warm_up(lib: Library) -> None:
             load()
     except (LibraryError, EncoderError) as exc:  # said again, with the reason, by the first search
         log.warning("the encoder is not ready: %s", exc)
-
-
-__all__ = ["IndexRunner", "ServeOptions", "ServerConfig", "create_app", "is_loopback", "new_token", "serve",
-           "stored_token_hash", "token_matches", "token_path"]
