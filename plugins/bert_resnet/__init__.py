@@ -237,17 +237,23 @@ def safetensors_lumen_meta(path: Path) -> dict[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
-def read_heads_header(path: Path) -> dict[str, Any]:
-    """The JSON header of a heads file, read without torch (our JSON in __metadata__)."""
+def read_lumen_header(path: Path, kind: str, fmt: str, version: int) -> dict[str, Any]:
+    """The JSON header of one of our safetensors files (heads, re-ranker), read without
+    torch; refuses another format or a newer version than this code knows."""
     try:
         header = json.loads(_safetensors_metadata(path)["lumen"])
     except FileNotFoundError:
-        raise WeightsUnavailableError(f"heads file {path} does not exist") from None
+        raise WeightsUnavailableError(f"{kind} file {path} does not exist") from None
     except Exception as e:
-        raise EncoderError(f"{path} is not a Lumen heads file ({e})") from e
-    if header.get("format") != HEADS_FORMAT or int(header.get("version", 0)) > HEADS_VERSION:
-        raise EncoderError(f"{path}: unknown heads format {header.get('format')} v{header.get('version')}")
+        raise EncoderError(f"{path} is not a Lumen {kind} file ({e})") from e
+    if header.get("format") != fmt or int(header.get("version", 0)) > version:
+        raise EncoderError(f"{path}: unknown {kind} format {header.get('format')} v{header.get('version')}")
     return header
+
+
+def read_heads_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a heads file, read without torch (our JSON in __metadata__)."""
+    return read_lumen_header(path, "heads", HEADS_FORMAT, HEADS_VERSION)
 
 
 def heads_hash(path: Path) -> str:

@@ -27,7 +27,14 @@ from typing import Any
 import numpy as np
 
 from desktop.encoders import EncoderError, LazyModel, ModelInfo, RerankCandidates, RerankQuery, resolve_device
-from plugins.bert_resnet import DEFAULT_TEXT, TextRef, file_sha256, find_cnn_weights, parse_model
+from plugins.bert_resnet import (
+    DEFAULT_TEXT,
+    TextRef,
+    file_sha256,
+    find_cnn_weights,
+    parse_model,
+    read_lumen_header,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,24 +50,7 @@ XATTN_VERSION = 1
 
 def read_header(path: Path) -> dict[str, Any]:
     """A re-ranker file's JSON header, read without torch (the safetensors layout)."""
-    import json
-    import struct
-
-    from desktop.encoders import WeightsUnavailableError
-
-    try:
-        with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            if n > 50_000_000:
-                raise ValueError("header too large")
-            header = json.loads(json.loads(f.read(n)).get("__metadata__", {})["lumen"])
-    except FileNotFoundError:
-        raise WeightsUnavailableError(f"re-ranker file {path} does not exist") from None
-    except Exception as e:
-        raise EncoderError(f"{path} is not a Lumen re-ranker file ({e})") from e
-    if header.get("format") != XATTN_FORMAT or int(header.get("version", 0)) > XATTN_VERSION:
-        raise EncoderError(f"{path}: unknown re-ranker format {header.get('format')} v{header.get('version')}")
-    return header
+    return read_lumen_header(path, "re-ranker", XATTN_FORMAT, XATTN_VERSION)
 
 
 _header = read_header
