@@ -341,9 +341,11 @@ def test_run_app_opens_the_window_and_indexes_a_folder_argument(home: Path, phot
         "seen = {}\n"
         "def check():\n"
         "    wins = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]\n"
-        "    report = wins[0].jobs.indexing.last_report if wins else None\n"
-        "    if report is not None and report.encoded:\n"
-        "        seen['encoded'] = report.encoded\n"
+        # What the catalog holds, not the last run's report: a second run right after the
+        # first (the folder's own request) reports 0 new and would hide the first's 12.
+        "    stored = sum(wins[0].jobs.library.catalog.encoders_with_vectors().values()) if wins else 0\n"
+        "    if stored:\n"
+        "        seen['encoded'] = stored\n"
         "        wins[0].close()\n"
         "        QApplication.quit()\n"
         "    else:\n"
