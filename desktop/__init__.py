@@ -1,8 +1,8 @@
 """Lumen: a desktop photo manager that finds photos by meaning.
 
-The package `desktop` is the application. Everything directly inside it except
-`jobs.py`, `app.py`, `cli.py` and `__main__.py` is the Qt-free core; `desktop/ui/`
-holds the widgets.
+The package `desktop` is the application. Everything in it except `jobs/` (the Qt
+threads), `ui/` (the widgets) and `app.py` is the Qt-free core; ARCHITECTURE.md at the
+root maps the layers, and tests/test_architecture.py keeps them.
 """
 
 import os

@@ -10,7 +10,7 @@ thread. The Library facade wraps them.
 - Tags come from the encoder: zero-shot over `resources/tags.txt` for joint encoders, and
   the encoder's own classifier labels when it is a `Tagger` (bert_resnet: ImageNet).
 - Machine output is stored per (photo, source); the user's own caption and tag set live
-  under source "user" and win over every machine (see catalog.py, schema v2).
+  under source "user" and win over every machine (see desktop/catalog/text.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Indexing: scan the roots, hash what changed, encode what is new, keep the ANN index fresh.
 
-All of it runs in the caller's thread (the CLI's main thread or a Qt worker from jobs.py)
+All of it runs in the caller's thread (the CLI's main thread or the window's IndexingJob, desktop/jobs/indexing.py)
 and hands every catalog write to the library's writer thread, one short task per batch,
 so a run can be cancelled between batches and a crash loses at most the batch in flight.
 The Library facade exposes these as `lib.index()`, `lib.watch()` and friends. Formats are
