@@ -190,8 +190,14 @@ def _why(e: BaseException) -> str:
     return text.split(":")[-1].strip() if "'" in text else text
 
 
-def _picture(frame: Any, size: int, rotation: int) -> Image.Image:
-    w, h = _fit_short(frame.width, frame.height, size)
+def _picture(frame: Any, size: int, rotation: int, longer_side: bool = False) -> Image.Image:
+    """The frame as an upright RGB image: short side `size` (for the encoder), or with
+    `longer_side` at most `size` on its longer side (a thumbnail, a moment to show)."""
+    if longer_side:
+        r = min(1.0, size / max(frame.width, frame.height))
+        w, h = max(2, round(frame.width * r)), max(2, round(frame.height * r))
+    else:
+        w, h = _fit_short(frame.width, frame.height, size)
     im = frame.to_image(width=w, height=h)
     turn = _TURN.get(rotation)
     return im.transpose(turn) if turn is not None else im
@@ -306,11 +312,7 @@ class VideoDecoder:
                     break
             if picked is None:
                 raise MediaError(p, "no video frame could be decoded (corrupt or truncated file)")
-            w, h = picked.width, picked.height
-            r = min(1.0, size / max(w, h))
-            im = picked.to_image(width=max(2, round(w * r)), height=max(2, round(h * r)))
-            turn = _TURN.get(rotation)
-            return im.transpose(turn) if turn is not None else im
+            return _picture(picked, size, rotation, longer_side=True)
         finally:
             opened.close()
 
@@ -343,11 +345,7 @@ class VideoDecoder:
                     break
             if poster is None:
                 raise MediaError(p, "no video frame could be decoded (corrupt or truncated file)")
-            w, h = poster.width, poster.height
-            r = min(1.0, size / max(w, h))
-            im = poster.to_image(width=max(2, round(w * r)), height=max(2, round(h * r)))
-            turn = _TURN.get(rotation)
-            return im.transpose(turn) if turn is not None else im
+            return _picture(poster, size, rotation, longer_side=True)
         finally:
             opened.close()
 
