@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,6 +47,9 @@ from desktop.encoders import (
 from desktop.model_host import RemoteEncoder, end_process
 from desktop.settings import encoder_slug
 from desktop.store import LibraryError, Progress, Store
+
+if TYPE_CHECKING:
+    from desktop.rerank import Reranking
 
 log = logging.getLogger(__name__)
 
@@ -267,10 +270,13 @@ def caption_pending(
     tags: bool = True,
     vocabulary: Vocabulary | str | os.PathLike | None = None,
     batch_size: int = BATCH,
+    reranking: Reranking | None = None,
 ) -> CaptionReport:
     """Caption and tag every indexed photo that lacks them (all of them with `redo`),
     in batches: resumable, cancellable between batches, one transaction per batch.
-    A user's own caption or tags are never touched (they live under source "user")."""
+    A user's own caption or tags are never touched (they live under source "user").
+    With `reranking` and a re-ranker for the encoder, a bank captioner's top candidates
+    go through it (image -> text's second stage) and its best is kept."""
     started = time.monotonic()
     encoder = store.encoder
     captioner = None
@@ -309,7 +315,9 @@ def caption_pending(
         caps: list[tuple[int, str, float | None]] = []
         rows = [p for p in ok if p.need_caption]
         if captioner is not None and rows:
-            if by_vector:
+            if by_vector and _can_rerank(captioner, reranking, encoder.id):
+                out = _reranked_captions(store, reranking, captioner, rows, vectors, encoder.id)  # type: ignore[arg-type]
+            elif by_vector:
                 out = captioner.caption_vectors(np.stack([vectors[p.photo_id] for p in rows]))  # type: ignore[attr-defined]
             else:
                 out = _caption_images(captioner, [decoded[p.path].image for p in rows])
@@ -334,6 +342,34 @@ def caption_pending(
     report.cancelled = bool(cancel and cancel.is_set())
     report.seconds = time.monotonic() - started
     return report
+
+
+def _can_rerank(captioner: Any, reranking: Reranking | None, encoder_id: str) -> bool:
+    return (reranking is not None and hasattr(captioner, "top") and hasattr(captioner, "bank_vectors")
+            and reranking.active(encoder_id) is not None)
+
+
+def _reranked_captions(store: Store, reranking: Reranking, captioner: Any, rows: Sequence[Any],
+                       vectors: dict[int, np.ndarray], encoder_id: str) -> list[tuple[str, float]]:
+    """The captioner's top TOP_N bank captions per photo, re-ranked (the photo's regions
+    against each caption's words, and captions that match every photo corrected for);
+    the best is kept with its first-stage cosine. The bank captioner's own consensus
+    re-ranking is replaced, not stacked. A photo without regions keeps the first stage."""
+    from desktop.rerank import TOP_N
+
+    photos = store.read().photos([p.photo_id for p in rows])
+    tops = captioner.top(np.stack([vectors[p.photo_id] for p in rows]), TOP_N)
+    out: list[tuple[str, float]] = []
+    for p, cands in zip(rows, tops, strict=True):
+        if not cands or p.photo_id not in photos:
+            out.append(cands[0] if cands else ("", 0.0))
+            continue
+        texts = [t for t, _ in cands]
+        order = reranking.captions(p.photo_id, photos[p.photo_id].hash, texts,
+                                   np.array([sc for _, sc in cands], np.float32), encoder_id,
+                                   captioner.bank_vectors(texts))
+        out.append(cands[int(order[0])])
+    return out
 
 
 def caption_photo(store: Store, photo_id: int, spec: str | None = None) -> str:

@@ -18,7 +18,7 @@ from datetime import datetime
 
 from desktop import __version__, media
 from desktop.console import ProgressLine
-from desktop.encoders import CAPTIONER_GROUP, ENCODER_GROUP, EncoderError, installed
+from desktop.encoders import CAPTIONER_GROUP, ENCODER_GROUP, RERANKER_GROUP, EncoderError, installed
 from desktop.library import Filters, Hit, Library, LibraryError
 
 log = logging.getLogger("lumen")
@@ -181,6 +181,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             f"{report.seen} files seen, {report.hashed} hashed, {report.new_photos} new photos, "
             f"{report.removed} removed, {report.encoded} encoded ({report.images_per_s:.1f} images/s), "
             f"{report.skipped} skipped, {report.problems} unreadable; {report.seconds:.1f}s"
+            + (f"; region features added for {report.regions} photos indexed earlier" if report.regions else "")
             + (" — interrupted; run again to resume" if report.cancelled else "")
         )
         for root in report.offline:
@@ -299,7 +300,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_encoders(args: argparse.Namespace) -> int:
     rows = []
-    for group in (ENCODER_GROUP, CAPTIONER_GROUP):
+    for group in (ENCODER_GROUP, CAPTIONER_GROUP, RERANKER_GROUP):
         for entry in installed(group):
             try:
                 plugin = entry.load()
@@ -324,7 +325,7 @@ def cmd_encoders(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=1))
         return 0
     for row in rows:
-        kind = "encoder" if row["group"] == ENCODER_GROUP else "captioner"
+        kind = {ENCODER_GROUP: "encoder", CAPTIONER_GROUP: "captioner"}.get(row["group"], "re-ranker")
         print(
             f"{kind} {row['name']}  ({row['module']}, from {row['distribution']}); default {row['default']}"
         )

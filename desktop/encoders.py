@@ -65,25 +65,29 @@ class Encoder(Protocol):
 @dataclass(frozen=True)
 class RerankQuery:
     """What a re-ranker sees of a query. Text -> image: `text` (the raw query, operators
-    included) and `images` (paths of query photos); image -> text: `photo` (the query
-    photo's region features, from the region store) and `photo_id`."""
+    included) and `images` (paths of query photos); image -> text: `regions` (the query
+    photo's features, from the region store) and `photo_id`. `encoder_id`: the first
+    stage's encoder (whose vectors the scores and `RerankCandidates.vectors` come from)."""
 
     text: str | None = None
     images: tuple[str, ...] = ()
     photo_id: int | None = None
     regions: np.ndarray | None = None
+    encoder_id: str | None = None
 
 
 @dataclass(frozen=True)
 class RerankCandidates:
     """The first stage's best candidates, best first. Photos (text -> image) carry their
     stored region features (None where a photo has none yet); captions (image -> text)
-    carry their text."""
+    carry their text, and their first-stage vectors where the caller has them (a caption
+    bank does)."""
 
     scores: np.ndarray  # (n,) first-stage scores
     photo_ids: tuple[int, ...] = ()
     regions: tuple[np.ndarray | None, ...] = ()
     texts: tuple[str, ...] = ()
+    vectors: np.ndarray | None = None  # (n, dim) first-stage vectors of the candidates
 
 
 @runtime_checkable
@@ -94,8 +98,9 @@ class Reranker(Protocol):
     handle (the first-stage order is kept). A re-ranker that needs per-photo features
     names them with `regions_key(encoder_id)` (the region store's key, which must change
     whenever the features would) and computes them at index time with
-    `regions_from_maps(maps) -> (n, rows, cols)`, from the maps an encoder's
-    `encode_images_with_maps` returns in its own CNN pass; one that needs none returns
+    `regions_from_maps(maps, vectors, encoder_id) -> (n, rows, cols)`, from the maps (and
+    the first-stage vectors) an encoder's `encode_images_with_maps` returns in its own CNN
+    pass; one that needs none returns
     None there. Optional: `explain(text, regions) -> list[dict | None]` (why a photo matched)."""
 
     id: str

@@ -410,7 +410,8 @@ def _reranked(lib: Any, data: CaptionSet, txt_vecs: np.ndarray, img_vecs: np.nda
         pid = by_index.get(i)
         if pid is not None and pid in rows_:
             order = lib.reranking.captions(pid, rows_[pid].hash, [data.captions[c] for c in ids],
-                                           np.array([sc for _, sc in row], np.float32), eid)
+                                           np.array([sc for _, sc in row], np.float32), eid,
+                                           txt_vecs[ids[:_top_n()]])
             ids = [ids[o] for o in order]
         i2t.append(ids)
         if progress and (i % 50 == 0 or i == len(ranked) - 1):

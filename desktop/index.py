@@ -225,8 +225,10 @@ class IndexBackend(Protocol):
         ...
 
     def search(self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None,
-               exact: bool = False) -> Hits:
-        """Top-k (id, cosine) per query, best first; only `allowed` ids when given."""
+               exact: bool = False, effort: int | None = None) -> Hits:
+        """Top-k (id, cosine) per query, best first; only `allowed` ids when given.
+        `effort`: an approximate index may search as hard as for that many results (the
+        top `effort` keep their recall; the rest are the best it met on the way)."""
         ...
 
     def sweep(self) -> None:
@@ -418,10 +420,12 @@ class AnnoyBackend:
     # ---- search --------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int, *, extra_ids: np.ndarray | None = None,
                extra_vectors: np.ndarray | None = None, allowed: np.ndarray | None = None,
-               removed: np.ndarray | None = None, exact: bool = False) -> Hits:
+               removed: np.ndarray | None = None, exact: bool = False, effort: int | None = None) -> Hits:
         """Top-k (id, cosine) per query, best first, over the built index plus what was
         added since and `extra_*` (searched exactly; such an id overrides its built copy),
-        never returning removed ids and, when `allowed` is given, only allowed ids."""
+        never returning removed ids and, when `allowed` is given, only allowed ids.
+        `effort` < k: Annoy inspects the candidates it would for `effort` results (a
+        re-ranker's deeper list costs no extra tree walk; its tail may miss a neighbour)."""
         gen = self._gen  # one generation for the whole search, whatever a build swaps in
         with self._delta_lock:
             (delta_ids, delta_vecs), delta_removed = self._delta, self._removed
@@ -443,7 +447,7 @@ class AnnoyBackend:
         removed_ids, extra = _ids_array(removed), _ids_array(extra_ids)
         allow = None if allowed is None else _ids_array(allowed)  # duplicates are harmless
         hits = [[] for _ in q] if gen is None else self._search_built(
-            gen, q, k, np.union1d(removed_ids, extra), allow, exact)
+            gen, q, k, np.union1d(removed_ids, extra), allow, exact, effort)
         if len(extra):
             keep = ~np.isin(extra, removed_ids)
             if allow is not None:
@@ -456,7 +460,7 @@ class AnnoyBackend:
         return hits
 
     def _search_built(self, gen: _Generation, q: np.ndarray, k: int, drop: np.ndarray,
-                      allow: np.ndarray | None, exact: bool) -> Hits:
+                      allow: np.ndarray | None, exact: bool, effort: int | None = None) -> Hits:
         n = len(gen.ids)
         valid = np.ones(n, bool)
         drop_pos = gen.positions(drop)
@@ -477,7 +481,8 @@ class AnnoyBackend:
         # query's ANN time) for the common query with no filter at the same recall.
         slack = 2 if n_valid < n else 1
         want = min(n, math.ceil(slack * k * n / n_valid) + min(len(drop_pos), 10 * k))
-        search_k = search_k_for(want, n)
+        careful = min(k, effort) if effort else k
+        search_k = search_k_for(min(n, math.ceil(slack * careful * n / n_valid) + min(len(drop_pos), 10 * careful)), n)
         if exact or gen.ann is None or n_valid <= EXACT_MAX_ITEMS or search_k * ANN_CANDIDATE_COST >= n:
             return _hits(gen.ids, *_topk(gen.vectors, q, k, mask))
         hits: Hits = []

@@ -54,6 +54,7 @@ class IndexReport:
     encoded: int = 0
     skipped: int = 0
     frames: int = 0  # video frames encoded (each video brings several)
+    regions: int = 0  # photos given the re-ranker's region features afterwards (backfill)
     problems: int = 0
     seconds: float = 0.0
     encode_seconds: float = 0.0
@@ -151,6 +152,8 @@ class Indexer:
             self.encode_pending(progress, cancel, report, backend)
         if not (cancel and cancel.is_set()):
             self.build_index(progress=progress, cancel=cancel)
+        if not (cancel and cancel.is_set()) and backend is None:
+            self.backfill_regions(progress, cancel, report)  # after the build: search is ready first
         report.cancelled = bool(cancel and cancel.is_set())
         report.seconds = time.monotonic() - started
         return report
@@ -287,6 +290,43 @@ class Indexer:
         report.encode_seconds += time.monotonic() - started
         if not (cancel and cancel.is_set()) and self.store.read().count_to_encode(eid) == 0:
             self._mark_complete(eid)
+        return report
+
+    def backfill_regions(
+        self,
+        progress: Callable[[Progress], None] | None = None,
+        cancel: threading.Event | None = None,
+        report: IndexReport | None = None,
+    ) -> IndexReport:
+        """Region features for photos indexed before the active re-ranker (a new re-ranker
+        file, an upgrade): decode them again and run the encoder's CNN pass, keeping only
+        the regions (the vectors are already stored). Resumable batch by batch; until a
+        photo has its regions it keeps its first-stage score."""
+        report = report or IndexReport()
+        if self.reranking is None:
+            return report
+        encoder = self.store.encoder
+        todo = self.reranking.missing(encoder.id)
+        if not todo:
+            return report
+        log.info("re-ranker: computing region features of %d photos indexed before it", len(todo))
+        started, done = time.monotonic(), 0
+        decoded = media.iter_decoded([p for _, p in todo], size=decode_size(encoder), nice=DECODE_NICE)
+        try:
+            for batch in _batches(zip(todo, decoded, strict=False), ENCODE_BATCH):
+                ok = [(pid, r.frames[0].image) for (pid, _), (_, r) in batch
+                      if not isinstance(r, media.MediaError) and r.frames and r.frames[0].at_s is None]
+                if ok:
+                    self.reranking.encode_images([im for _, im in ok], [pid for pid, _ in ok])
+                report.regions += len(ok)
+                done += len(batch)
+                if progress:
+                    rate = done / max(time.monotonic() - started, 1e-6)
+                    progress(Progress("regions", done, len(todo), rate, (len(todo) - done) / rate))
+                if cancel and cancel.is_set():
+                    break
+        finally:
+            decoded.close()
         return report
 
     def encode_batches(self, rows: Iterable[tuple[int, str]], size: int) -> Iterator[EncodedBatch]:

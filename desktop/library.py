@@ -345,7 +345,8 @@ class Library:
                         **options: Any) -> CaptionReport:
         """Caption and tag every photo that lacks them (resumable, cancellable)."""
         self.store.require_writer()
-        return captions.caption_pending(self.store, captioner_spec, progress, cancel, redo, **options)
+        return captions.caption_pending(self.store, captioner_spec, progress, cancel, redo,
+                                        reranking=self.reranking, **options)
 
     def caption_photo(self, photo_id: int, spec: str | None = None) -> str:
         """Caption one photo now and store it under the captioner's source; returns the text."""

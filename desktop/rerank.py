@@ -135,7 +135,7 @@ class Reranking:
         cands = RerankCandidates(np.array([h.score for h in head], np.float32),
                                  photo_ids=tuple(h.photo_id for h in head),
                                  regions=self.regions_of(rr, encoder_id, [h.photo.hash for h in head]))
-        scores = rr.rerank(RerankQuery(text=text, images=tuple(images)), cands)
+        scores = rr.rerank(RerankQuery(text=text, images=tuple(images), encoder_id=encoder_id), cands)
         if scores is None:
             return hits[:k]
         # The order is the re-ranker's; each hit keeps its first-stage similarity as its
@@ -144,9 +144,11 @@ class Reranking:
         return ([head[i] for i in order] + tail)[:k]
 
     def captions(self, photo_id: int, photo_hash: str, texts: Sequence[str], scores: np.ndarray,
-                 encoder_id: str) -> np.ndarray:
+                 encoder_id: str, vectors: np.ndarray | None = None) -> np.ndarray:
         """Image -> text: positions of `texts` (first-stage order, best first) re-ranked;
-        unchanged without a re-ranker or region features for the photo."""
+        unchanged without a re-ranker or region features for the photo. `vectors`: the
+        texts' first-stage vectors, when the caller has them (lets a re-ranker correct
+        for captions that match every photo)."""
         rr = self.active(encoder_id)
         n = min(TOP_N, len(texts))
         identity = np.arange(len(texts))
@@ -155,8 +157,9 @@ class Reranking:
         (regions,) = self.regions_of(rr, encoder_id, [photo_hash])
         if rr.regions_key(encoder_id) is not None and regions is None:
             return identity
-        new = rr.rerank(RerankQuery(photo_id=photo_id, regions=regions),
-                        RerankCandidates(np.asarray(scores[:n], np.float32), texts=tuple(texts[:n])))
+        new = rr.rerank(RerankQuery(photo_id=photo_id, regions=regions, encoder_id=encoder_id),
+                        RerankCandidates(np.asarray(scores[:n], np.float32), texts=tuple(texts[:n]),
+                                         vectors=None if vectors is None else np.asarray(vectors[:n])))
         if new is None:
             return identity
         return np.concatenate([np.argsort(-np.asarray(new, np.float64), kind="stable"), identity[n:]])
@@ -172,6 +175,21 @@ class Reranking:
         return list(explain(text, list(regions)))
 
     # ---- indexing -----------------------------------------------------------------------
+    def missing(self, encoder_id: str) -> list[tuple[int, str]]:
+        """(photo id, path) of the stills that have a vector for this encoder but no region
+        features under the active re-ranker's key (indexed before it was installed, or
+        under an earlier re-ranker file): what a backfill encodes. Videos have none."""
+        rr = self.active(encoder_id)
+        key = rr.regions_key(encoder_id) if rr is not None else None
+        if key is None or not hasattr(self.data_dir.encoder, "encode_images_with_maps"):
+            return []
+        cat = self.data_dir.read()
+        ids, _, _ = cat.vectors(encoder_id)
+        have = self.store.hashes(key)
+        rows = cat.photos(ids.tolist())
+        return [(pid, p.path) for pid, p in sorted(rows.items())
+                if p.hash not in have and p.kind != "video"]
+
     def encode_images(self, images: Sequence[Any], photo_ids: Sequence[int]) -> np.ndarray:
         """The indexer's encode step: vectors, plus region features in the same CNN pass
         when the active encoder and an installed re-ranker support them."""
@@ -183,7 +201,7 @@ class Reranking:
         if with_maps is None:
             return store.encode_images(images)
         vectors, maps = store.using_encoder(lambda _: with_maps(images))
-        regions = rr.regions_from_maps(maps)  # type: ignore[union-attr]
+        regions = rr.regions_from_maps(maps, vectors, encoder.id)  # type: ignore[union-attr]
         rows = store.read().photos(list(photo_ids))
         items = [(rows[pid].hash, r) for pid, r in zip(photo_ids, regions, strict=True) if pid in rows]
         store.write(lambda c: self.store.put(key, items))  # before the vectors: same writer queue

@@ -165,9 +165,11 @@ def search_vectors(
     filters: Filters | None = None,
     exact: bool = False,
     encoder_id: str | None = None,
+    effort: int | None = None,
 ) -> list[list[Hit]]:
     """The search path everything shares: the index's search (ANN over the built index +
-    exact over vectors added since), gone photos dropped, catalog rows attached."""
+    exact over vectors added since), gone photos dropped, catalog rows attached.
+    `effort`: search as hard as for that many hits (the re-ranker's extra candidates)."""
     eid = encoder_id or store.encoder.id
     cat = store.read()
     idx = store.index(eid, queries.shape[1])
@@ -179,7 +181,8 @@ def search_vectors(
         idx.add(extra_ids, extra_vecs, version=max(newest, top))
     want = k + 8  # a few spare for photos deleted since the build
     allowed = allowed_ids(store, filters)
-    raw = idx.search(queries.astype(np.float32), want, allowed=allowed, exact=exact)
+    raw = idx.search(queries.astype(np.float32), want, allowed=allowed, exact=exact,
+                     **({"effort": effort + 8} if effort and effort < k else {}))
     moments = _frames(store, eid).best(queries, allowed)
     merged = [_merge(row, best, want) for row, best in zip(raw, moments, strict=True)]
     wanted_ids = {pid for row in merged for pid, _, _ in row}
@@ -290,7 +293,8 @@ def search(
     encoder = store.query_encoder()
     query = encode_query(store, text, images_, encoder=encoder)
     want = reranking.depth(k, encoder.id) if reranking is not None else k  # the second stage sees the top N
-    hits = search_vectors(store, query[None, :], want, filters=filters, exact=exact, encoder_id=encoder.id)[0]
+    hits = search_vectors(store, query[None, :], want, filters=filters, exact=exact, encoder_id=encoder.id,
+                          effort=k)[0]  # the re-ranker's deeper list at the cost of k
     return reranking.photos(text, images_, hits, encoder.id, k) if reranking is not None else hits
 
 

@@ -69,6 +69,7 @@ def test_encoders_lists_the_built_in_plugins(capsys) -> None:
     rows = json.loads(out)
     assert code == 0
     assert {"clip", "colors", "bert_resnet"} <= {r["name"] for r in rows if r["group"] == "lumen.encoders"}
+    assert "xattn" in {r["name"] for r in rows if r["group"] == "lumen.rerankers"}
     colors = next(r for r in rows if r["name"] == "colors")
     assert colors["models"][0]["available"] is True
 

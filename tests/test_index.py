@@ -363,3 +363,20 @@ def test_add_and_remove_are_searched_until_the_next_build(tmp_path: Path) -> Non
     assert 35 not in ids_of(idx.search(data[35], 5))[0]
     assert idx.build(np.arange(40), data, version=41, n_trees=5)  # the build covers them
     assert idx.version == 41 and ids_of(idx.search(data[35], 1)) == [[35]]
+
+
+def test_effort_fetches_a_deeper_list_at_the_cost_of_a_shorter_one(built, ann_path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-ranker's top 50 for a k=20 query: Annoy inspects the candidates it would for
+    20, so the first 20 are exactly the k=20 answer, and the list is 50 long."""
+    idx, _, _, queries = built
+    seen: list[int] = []
+    real = index.search_k_for
+    monkeypatch.setattr(index, "search_k_for", lambda n, items: seen.append(real(n, items)) or seen[-1])
+    short = idx.search(queries, 20)
+    deep = idx.search(queries, 50, effort=20)
+    assert len(seen) == 2 and seen[0] == seen[1]  # one search_k per call: the same tree walk
+    assert [row[:20] for row in ids_of(deep)] == ids_of(short)
+    assert all(len(row) == 50 for row in deep)
+    idx.search(queries, 50)  # without effort, a deeper list costs a deeper search
+    assert seen[2] > seen[0]

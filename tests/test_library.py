@@ -266,7 +266,7 @@ class ListBackend:
         for i in ids:
             self.rows.pop(int(i), None)
 
-    def search(self, queries, k, *, allowed=None, exact=False):  # noqa: ANN001, ANN201
+    def search(self, queries, k, *, allowed=None, exact=False, effort=None):  # noqa: ANN001, ANN201
         keep = [i for i in self.rows if allowed is None or i in set(allowed.tolist())]
         out = []
         for q in np.atleast_2d(queries):

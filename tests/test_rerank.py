@@ -168,6 +168,28 @@ def test_caption_ranking_is_reranked(toy_reranker, colour_photos: Path, home: Pa
                                       lib.encoder.id).tolist() == [0, 1, 2]
 
 
+def test_bank_captions_go_through_the_reranker(toy_reranker, colour_photos: Path, home: Path, tmp_path: Path) -> None:
+    """The app's image -> text: caption_pending's bank candidates are re-ranked (the toy
+    reverses them, so each photo gets the last of its candidates), and not without it."""
+    from desktop.captions import make_captioner
+
+    bank = tmp_path / "colours.txt"
+    bank.write_text("\n".join(["red", "dark red", "orange", "brown", "blue", "green", "white", "black"]) + "\n")
+    spec = f"retrieval:{bank}"
+    with Library(home, encoder="colors") as lib:
+        lib.add_root(colour_photos)
+        lib.index()
+        photo = lib.search("red", k=1)[0].photo
+        lib.reranking.override = False
+        lib.caption_pending(spec, tags=False)
+        plain = lib.catalog.captions(photo.id)[0].text
+        lib.reranking.override = True
+        lib.caption_pending(spec, tags=False, redo=True)
+        reranked = lib.catalog.captions(photo.id)[0].text
+        cands = make_captioner(lib.store, spec).top(lib.catalog.vector_of(photo.id, lib.encoder.id)[None], 50)[0]
+    assert plain == cands[0][0] and reranked == cands[-1][0] and plain != reranked
+
+
 # --------------------------------------------------------------------------- region store
 
 

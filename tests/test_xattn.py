@@ -153,7 +153,8 @@ def test_reranker_scores_and_explains_with_stored_regions(towers: tuple, small_f
     with torch.inference_mode():
         maps = cnn.trunk(x, 0).numpy()
     regions = rr.regions_from_maps(maps)
-    assert regions.shape == (3, 49, SMALL.dim) and regions.dtype == np.float16
+    assert regions.shape == (3, 49 + 1, SMALL.dim) and regions.dtype == np.float16  # + the per-photo row
+    assert rr.stored_shape == regions.shape[1:] and not regions[:, 49].any()  # no bank: no hubness
     cands = RerankCandidates(np.array([0.3, 0.2, 0.1], np.float32), photo_ids=(1, 2, 3), regions=tuple(regions))
     new = rr.rerank(RerankQuery(text="a red dog"), cands)
     assert new is not None and new.shape == (3,)
@@ -167,6 +168,40 @@ def test_reranker_scores_and_explains_with_stored_regions(towers: tuple, small_f
     assert why[1] is None and why[0]["grid"] == [7, 7] and np.asarray(why[0]["heatmap"]).shape == (7, 7)
     assert [w["word"] for w in why[0]["words"]] == ["red", "dog"]  # "a" is a function word
     assert np.isclose(np.asarray(why[0]["words"][0]["attention"]).sum(), 1.0, atol=1e-3)
+
+
+def test_hubness_correction_demotes_a_photo_that_matches_every_caption(towers: tuple, small_file: Path,
+                                                                      tmp_path: Path) -> None:
+    """CSLS: two photos with the same regions and nearly the same first-stage score; the
+    one whose vector sits among the bank's captions (a hub) drops below the other, but
+    only for the encoder whose vectors the bank holds."""
+    from plugins.bert_resnet import model as M
+
+    cnn, text = towers
+    net, header = X.load(small_file, cnn, text)
+    rng = np.random.default_rng(0)
+    hub_dir, other = np.eye(8, dtype=np.float32)[0], np.eye(8, dtype=np.float32)[1]
+    bank_texts = hub_dir + 0.05 * rng.standard_normal((20, 8)).astype(np.float32)
+    file = tmp_path / "hub.safetensors"
+    X.save(file, net, {**header, "hubness": {"k": 5, "beta": 0.5, "heads": "0123456789ab"}},
+           bank={X.BANK_TEXTS: bank_texts, X.BANK_IMAGES: rng.standard_normal((20, 8))})
+    assert set(X.load_bank(file)) == {X.BANK_TEXTS, X.BANK_IMAGES}
+    assert np.allclose(X.hubness(hub_dir[None], X.load_bank(file)[X.BANK_TEXTS], 5), 1.0, atol=0.01)
+    rr = XAttnReranker(file, device="cpu", backbones=towers)
+    from PIL import Image
+
+    with torch.inference_mode():
+        maps = cnn.trunk(M.preprocess([Image.new("RGB", (40, 40), "red")] * 2), 0).numpy()
+    mine = f"bert_resnet:{text.ref.short}+mobilenet_v2:heads-0123456789ab"
+    vectors = np.stack([hub_dir, other])
+    stored = rr.regions_from_maps(maps, vectors, mine)
+    assert stored[0, 49, 1] == 1 and stored[0, 49, 0] > 0.9 and stored[1, 49, 0] < 0.3
+    cands = RerankCandidates(np.array([0.31, 0.30], np.float32), photo_ids=(1, 2), regions=tuple(stored))
+    assert np.argmax(rr.rerank(RerankQuery(text="a red dog", encoder_id=mine), cands)) == 1
+    theirs = rr.regions_from_maps(maps, vectors, mine.replace("0123456789ab", "ba9876543210"))
+    assert not theirs[:, 49].any()  # other heads: the bank means nothing for their vectors
+    cands = RerankCandidates(np.array([0.31, 0.30], np.float32), photo_ids=(1, 2), regions=tuple(theirs))
+    assert np.argmax(rr.rerank(RerankQuery(text="a red dog"), cands)) == 0
 
 
 def test_zsum_is_rank_equivalent_to_each_alone_when_they_agree() -> None:
@@ -200,7 +235,16 @@ def test_explain_on_real_photos_through_the_library(tmp_path: Path, capsys) -> N
         lib.index()
         rr = lib.reranking.reranker(lib.encoder.id)
         assert rr is not None and rr.id.startswith("xattn:all-MiniLM-L6-v2+mobilenet_v2:")
-        assert lib.reranking.store.count(rr.regions_key(lib.encoder.id)) == 3  # written at index time
+        key = rr.regions_key(lib.encoder.id)
+        assert lib.reranking.store.count(key) == 3  # written at index time
+        # Photos indexed before this re-ranker file (an upgrade): the next run backfills them.
+        h = sorted(lib.reranking.store.hashes(key))[0]
+        before = lib.reranking.store.get(key, [h])[h].astype(np.float32)
+        lib.reranking.store.prune(key, set())
+        assert lib.reranking.missing(lib.encoder.id) and lib.index().regions == 3
+        assert lib.reranking.store.count(key) == 3 and not lib.reranking.missing(lib.encoder.id)
+        assert np.allclose(before, lib.reranking.store.get(key, [h])[h].astype(np.float32), atol=2e-3)
+        assert lib.index().regions == 0  # nothing left to do
     capsys.readouterr()
     assert main(["search", "two dogs playing", "-k", "3", "--json", "--explain", "--home", str(home)]) == 0
     rows = json.loads(capsys.readouterr().out)

@@ -10,7 +10,8 @@ and kept here so that a query never decodes an image:
   (it names the encoder and the re-ranker's projection, so features of other weights
   never mix), the content hash is the photo's identity (a moved photo keeps its rows;
   catalog ids can be reused after a purge, hashes cannot);
-- values are float16 (rows x cols), e.g. 49 cells x 128 = 12.5 KB a photo.
+- values are float16 (rows x cols), e.g. xattn's (49 cells + 1 row of per-photo numbers)
+  x 256 = 25.6 KB a photo.
 
 It is a separate file so that it can be deleted (and rebuilt by indexing) without
 touching the catalog, and so that its pages never dilute the catalog's cache. Writes come

@@ -44,7 +44,7 @@ from desktop.ui.viewer import Viewer
 log = logging.getLogger(__name__)
 
 STAGES = {"scan": "Looking for photos", "hash": "Reading new files", "encode": "Analysing photos",
-          "index": "Building the search index"}
+          "index": "Building the search index", "regions": "Preparing \u201cwhy this photo\u201d"}
 BROWSE_REFRESH_MS = 2500  # while indexing with no query, new photos appear this often
 
 

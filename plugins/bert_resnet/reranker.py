@@ -1,8 +1,10 @@
 """`xattn`: the built-in re-ranker for the bert_resnet two-tower (entry point `lumen.rerankers`).
 
 Words of a text query attend to the 7 x 7 regions of each of the first stage's top
-photos (plugins/bert_resnet/xattn.py); the final score adds the first-stage cosine and
-the attention score, each standardised over the candidate list. Region features come
+photos, and the regions to the words (plugins/bert_resnet/xattn.py); the final score adds
+the first-stage cosine, corrected for hubs (CSLS, with the training split's vectors that
+the file carries; only for the heads they came from), and the attention score, each
+standardised over the candidate list. Region features come
 from the two-tower's own CNN pass at index time (the encoder's `encode_images_with_maps`)
 and live in the region store; a query runs MiniLM once more for its token states and
 a few small matrix products, never the CNN.
@@ -80,6 +82,7 @@ class _Loaded:
     net: Any
     text: Any
     device: str
+    bank: dict[str, np.ndarray]  # the hubness bank (xattn.BANK_*), empty if the file has none
 
 
 class XAttnReranker(LazyModel):
@@ -90,6 +93,8 @@ class XAttnReranker(LazyModel):
         self._device = device
         self._backbones = backbones  # tests: tiny (cnn, text) towers
         self._run_lock = threading.Lock()
+        self.hub = self.header.get("hubness")  # {"k", "beta", "heads"} or None
+        self.positions = int(self.header["config"]["positions"])
         txt, img = self.header["text_backbone"], self.header["image_backbone"]
         self.text_ref = TextRef(txt["name"])
         self.arch = img["arch"]
@@ -103,7 +108,16 @@ class XAttnReranker(LazyModel):
         return encoder_id.startswith(f"bert_resnet:{self.text_ref.short}+{self.arch}:heads-")
 
     def regions_key(self, encoder_id: str) -> str | None:
-        return f"{encoder_id}|{self.id}|lifted"  # the stored form: see regions_from_maps
+        return f"{encoder_id}|{self.id}|lifted+stats"  # the stored form: see regions_from_maps
+
+    @property
+    def stored_shape(self) -> tuple[int, int]:
+        """(rows, cols) of what the region store keeps per photo."""
+        return self.positions + 1, int(self.header["config"]["dim"])
+
+    def hub_applies(self, encoder_id: str | None) -> bool:
+        """The hubness bank holds one first stage's vectors: only that encoder's count."""
+        return bool(self.hub and encoder_id and encoder_id.endswith(f":heads-{self.hub['heads']}"))
 
     def _load(self) -> _Loaded:
         from plugins.bert_resnet import model as M
@@ -122,7 +136,7 @@ class XAttnReranker(LazyModel):
                 raise EncoderError(f"re-ranker file {self.path}: text backbone {text.ref.name} has other weights "
                                    "than it was trained on; train one with `lumen train-reranker`")
         log.info("loaded re-ranker %s on %s", self.id, device)
-        return _Loaded(net.to(device), text, device)
+        return _Loaded(net.to(device), text, device, X.load_bank(self.path))
 
     def _check_cnn_weights(self) -> None:
         """The regions come from the encoder's CNN: refuse a file trained on other weights
@@ -138,15 +152,51 @@ class XAttnReranker(LazyModel):
                                f"not {cnn_ref.weights_tag}")
 
     # -- index time ------------------------------------------------------------------------
-    def regions_from_maps(self, maps: np.ndarray) -> np.ndarray:
-        """(n, c, h, w) CNN maps -> (n, h*w, dim) float16 unit vectors, what the store keeps:
-        projected and lifted at index time, so a query only does the attention."""
+    def regions_from_maps(self, maps: np.ndarray, vectors: np.ndarray | None = None,
+                          encoder_id: str | None = None) -> np.ndarray:
+        """(n, c, h, w) CNN maps -> (n, h*w + 1, dim) float16, what the store keeps: the
+        h*w regions projected and lifted at index time (unit vectors, so a query only does
+        the attention), then one row of per-photo numbers: [hubness, 1] when the photo's
+        first-stage `vectors` are from the encoder the file's bank is for, else zeros."""
         import torch
+
+        from plugins.bert_resnet import xattn as X
 
         m = self.model
         with self._run_lock, torch.inference_mode():
             x = torch.from_numpy(np.asarray(maps, np.float32)).to(m.device)
-            return m.net.stored_regions(x).to(torch.float16).cpu().numpy()
+            regions = m.net.stored_regions(x).cpu().numpy()
+        stats = np.zeros((len(regions), 1, regions.shape[2]), np.float32)
+        if vectors is not None and self.hub_applies(encoder_id) and X.BANK_TEXTS in m.bank:
+            stats[:, 0, 0] = X.hubness(vectors, m.bank[X.BANK_TEXTS], int(self.hub["k"]))
+            stats[:, 0, 1] = 1.0
+        return np.concatenate([regions, stats], 1).astype(np.float16)
+
+    def _hub_of_photos(self, stored: Sequence[np.ndarray]) -> np.ndarray:
+        """Each photo's stored hubness; a photo stored without one gets the others' mean
+        (neither favoured nor penalised); zeros when none has one."""
+        st = np.stack([np.asarray(r[self.positions], np.float32) for r in stored]) if stored else np.zeros((0, 2))
+        has = st[:, 1] > 0.5
+        if not has.any():
+            return np.zeros(len(st), np.float32)
+        hub = st[:, 0].copy()
+        hub[~has] = hub[has].mean()
+        return hub
+
+    def _hub_of_captions(self, texts: Sequence[str], vectors: np.ndarray) -> np.ndarray:
+        """Captions' hubness against the bank's photos, remembered per caption (a caption
+        bank is ranked for every photo)."""
+        from plugins.bert_resnet import xattn as X
+
+        cache = self.__dict__.setdefault("_caption_hub", {})
+        todo = [i for i, t in enumerate(texts) if t not in cache]
+        if todo:
+            got = X.hubness(np.asarray(vectors)[todo], self.model.bank[X.BANK_IMAGES], int(self.hub["k"]))
+            for i, h in zip(todo, got, strict=True):
+                cache[texts[i]] = float(h)
+            while len(cache) > 4 * CAPTION_CACHE:
+                cache.pop(next(iter(cache)))
+        return np.array([cache[t] for t in texts], np.float32)
 
     # -- query time ------------------------------------------------------------------------
     def _words(self, texts: Sequence[str]) -> tuple[Any, Any, Any]:
@@ -164,7 +214,7 @@ class XAttnReranker(LazyModel):
         import torch
 
         m = self.model
-        x = torch.from_numpy(np.stack(regions).astype(np.float32)).to(m.device)
+        x = torch.from_numpy(np.stack(regions))[:, : self.positions].to(m.device).float()  # torch's fp16 cast: 4x numpy's
         return torch.nn.functional.normalize(x, dim=-1)
 
     @staticmethod
@@ -210,17 +260,28 @@ class XAttnReranker(LazyModel):
             return self.model.net.scores(words.to(dev), wmask.to(dev), self._regions([regions]))[:, 0].cpu().numpy()
 
     def rerank(self, query: RerankQuery, candidates: RerankCandidates) -> np.ndarray | None:
+        from plugins.bert_resnet import xattn as X
         from plugins.bert_resnet.xattn import zsum
 
         first = np.asarray(candidates.scores, np.float32)
+        beta = float(self.hub["beta"]) if self.hub else 0.0
         if candidates.texts and query.regions is not None:  # image -> text
+            if (candidates.vectors is not None and self.hub_applies(query.encoder_id)
+                    and X.BANK_IMAGES in self.model.bank):  # CSLS: 2cos - r(photo) - r(caption)
+                first = first - beta * self._hub_of_captions(candidates.texts, candidates.vectors)
             return zsum(first, self.caption_scores(query.regions, candidates.texts))
         if query.images or not self._plain(query.text) or not candidates.regions:
             return None
         have = [i for i, r in enumerate(candidates.regions) if r is not None]
         if len(have) < 2:
             return None
-        att = self.attention_scores(query.text or "", [candidates.regions[i] for i in have])
+        stored = [candidates.regions[i] for i in have]
+        att = self.attention_scores(query.text or "", stored)
+        if beta:  # CSLS; the query's own r is the same for every candidate
+            hub = self._hub_of_photos(stored)
+            full = np.full(len(first), hub.mean(), np.float32)  # no regions yet: neutral
+            full[have] = hub
+            first = first - beta * full
         z_att = np.zeros(len(first), np.float32)  # photos without regions: attention says "average"
         z_att[have] = zsum(np.zeros(len(have)), att)
         return zsum(first, np.zeros(len(first))) + z_att

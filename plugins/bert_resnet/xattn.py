@@ -4,16 +4,20 @@ Shapes of things:
 - regions: the CNN's last spatial map (MobileNetV2: 1280 x 7 x 7, the map the two-tower's
   heads pool), each of the 49 cells projected by one linear layer to `region_dim` (128)
   and lifted to `dim` (256) as below; all of that runs at index time and the fp16 unit
-  vectors (`stored_regions`, 49 x 256 = 25 KB a photo) are what the region store keeps, so
+  vectors (`stored_regions`, 49 x 256, + one row of per-photo numbers: 25.6 KB a photo)
+  are what the region store keeps, so
   a query never decodes an image, runs the CNN or lifts a region;
 - words: MiniLM's last-layer token states (384-d) without [CLS]/[SEP];
 - both lifted to `dim` (256) by a LayerNorm + linear + residual MLP, regions get a
   learned position embedding;
-- score (text-to-image attention, SCAN's t2i "LSE-free" average): every word attends over
-  the 49 regions with softmax(lambda * cosine); its relevance is the cosine between the
-  word and what it attended to; the pair's score is the mean relevance over the words.
-  The cosine of the attended vector is computed from the regions' 49 x 49 Gram matrix, so
-  a pair costs O(words x regions x (dim + regions)) without materialising attended vectors.
+- score (SCAN's t2i "LSE-free" average): every word attends over the 49 regions with
+  softmax(lambda * cosine); its relevance is the cosine between the word and what it
+  attended to; the pair's score is the mean relevance over the words. With
+  `directions="both"` (the shipped file) SCAN's i2t too (regions attend over the words,
+  mean over regions), the two averaged.
+  For many captions at once (training) the attended vector's norm comes from the
+  regions' 49 x 49 Gram matrix, without materialising attended vectors; for a query's
+  few words, from the attended vectors themselves (5x fewer operations there).
 
 The file (safetensors, fp16, JSON header in its metadata like the heads files) records
 both backbones with their fingerprints and is refused for any other backbone.
@@ -47,6 +51,9 @@ class XAttnConfig:
     hidden: int = 512
     dropout: float = 0.1
     smooth: float = 9.0  # SCAN's lambda_1: attention sharpness over cosines
+    # "t2i": words attend to regions; "both": + regions attend to words (SCAN's i2t),
+    # the two scores averaged. Files without the field are t2i.
+    directions: str = "t2i"
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -112,8 +119,12 @@ class XAttn(nn.Module):
         sims = torch.einsum("btd,nrd->bntr", words, regions)
         att = torch.softmax(self.cfg.smooth * sims, dim=-1)
         num = (att * sims).sum(-1)  # word . attended
-        gram = torch.einsum("nrd,nqd->nrq", regions, regions)
-        sq = torch.einsum("bntr,nrq,bntq->bnt", att, gram, att).clamp_min(1e-8)
+        (b, t, d), r = words.shape, regions.shape[1]
+        if b * t * d < r * d + b * t * r:  # a query's few words: the attended vectors are cheaper
+            sq = torch.einsum("bntr,nrd->bntd", att, regions).square().sum(-1).clamp_min(1e-8)
+        else:  # many captions (training, dev): the regions' Gram matrix is
+            gram = torch.einsum("nrd,nqd->nrq", regions, regions)
+            sq = torch.einsum("bntr,nrq,bntq->bnt", att, gram, att).clamp_min(1e-8)
         return att, num / sq.sqrt()
 
     def pair_attention(self, words: torch.Tensor, regions: torch.Tensor, gram: torch.Tensor | None = None
@@ -136,9 +147,36 @@ class XAttn(nn.Module):
             m = m.unsqueeze(1)
         return (relevance * m).sum(-1) / m.sum(-1).clamp_min(1.0)
 
+    def region_scores(self, words: torch.Tensor, mask: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+        """SCAN's image-to-text direction for every pair: each region attends over the real
+        words; its relevance is the cosine with what it attended to; mean over regions. (b, n)."""
+        sims = torch.einsum("btd,nrd->bnrt", words, regions)
+        m = mask.bool()[:, None, None, :]
+        att = torch.softmax((self.cfg.smooth * sims).masked_fill(~m, -1e4), dim=-1)
+        num = (att * sims).sum(-1)  # (b, n, R)
+        wgram = torch.einsum("btd,bsd->bts", words, words)
+        sq = torch.einsum("bnrt,bts,bnrs->bnr", att, wgram, att).clamp_min(1e-8)
+        return (num / sq.sqrt()).mean(-1)
+
     def scores(self, words: torch.Tensor, mask: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
         """Every caption against every image: (b, n)."""
-        return self.pool(self.attention(words, regions)[1], mask)
+        t2i = self.pool(self.attention(words, regions)[1], mask)
+        if self.cfg.directions == "both":
+            return 0.5 * (t2i + self.region_scores(words, mask, regions))
+        return t2i
+
+    def pair_scores(self, words: torch.Tensor, mask: torch.Tensor, regions: torch.Tensor,
+                    gram: torch.Tensor | None = None) -> torch.Tensor:
+        """Paired rows (caption i with image i): (b,)."""
+        t2i = self.pool(self.pair_attention(words, regions, gram)[1], mask)
+        if self.cfg.directions != "both":
+            return t2i
+        sims = torch.einsum("btd,brd->brt", words, regions)
+        att = torch.softmax((self.cfg.smooth * sims).masked_fill(~mask.bool()[:, None, :], -1e4), dim=-1)
+        num = (att * sims).sum(-1)
+        wgram = torch.einsum("btd,bsd->bts", words, words)
+        sq = torch.einsum("brt,bts,brs->br", att, wgram, att).clamp_min(1e-8)
+        return 0.5 * (t2i + (num / sq.sqrt()).mean(-1))
 
 
 def word_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -153,7 +191,12 @@ def word_mask(mask: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- file
 
 
-def save(path: Path, model: XAttn, header: dict[str, Any]) -> str:
+BANK_TEXTS, BANK_IMAGES = "bank.texts", "bank.images"
+
+
+def save(path: Path, model: XAttn, header: dict[str, Any], bank: dict[str, np.ndarray] | None = None) -> str:
+    """`bank`: the training split's first-stage vectors (BANK_TEXTS, BANK_IMAGES) for the
+    hubness correction, stored fp16 next to the weights."""
     from safetensors.torch import save_file
 
     from plugins.bert_resnet.model import _file_sha256
@@ -161,6 +204,8 @@ def save(path: Path, model: XAttn, header: dict[str, Any]) -> str:
     header = {**header, "format": XATTN_FORMAT, "version": XATTN_VERSION, "config": model.cfg.to_dict()}
     state = {k: (v.detach().to(torch.float16) if v.dtype == torch.float32 and k != "logit_scale" else v.detach())
              .contiguous().cpu() for k, v in model.state_dict().items()}
+    for k, v in (bank or {}).items():
+        state[k] = torch.from_numpy(np.ascontiguousarray(v, np.float16))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(state, str(tmp), metadata={"lumen": json.dumps(header, sort_keys=True)})
@@ -188,12 +233,33 @@ def load(path: Path, cnn: Any | None = None, text: Any | None = None) -> tuple[X
             raise EncoderError(str(e).replace("heads file", f"re-ranker file {path}")
                                .replace("`lumen train-heads`", "`lumen train-reranker`")) from None
     model = XAttn(XAttnConfig.from_dict(header["config"]))
-    state = {k: v.float() for k, v in load_file(str(path)).items()}
+    state = {k: v.float() for k, v in load_file(str(path)).items() if not k.startswith("bank.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise EncoderError(f"re-ranker file {path} does not fit its config: missing {missing[:4]}, "
                            f"unexpected {unexpected[:4]}")
     return model.eval().requires_grad_(False), header
+
+
+def load_bank(path: Path) -> dict[str, np.ndarray]:
+    """The file's hubness bank (float32, unit rows), empty for a file without one."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as f:
+        return {k: _unit(f.get_tensor(k).astype(np.float32)) for k in f.keys() if k.startswith("bank.")}
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def hubness(vectors: np.ndarray, bank: np.ndarray, k: int) -> np.ndarray:
+    """CSLS's r (Conneau et al. 2018): each vector's mean cosine to its k nearest rows of
+    the other modality's bank. A photo (or caption) close to many queries of a training
+    split is a hub that the pooled cosine ranks too high for everything."""
+    sims = _unit(np.asarray(vectors, np.float32)) @ bank.T
+    k = min(k, sims.shape[1])
+    return np.partition(sims, -k, axis=1)[:, -k:].mean(1).astype(np.float32)
 
 
 def zsum(first: np.ndarray, second: np.ndarray) -> np.ndarray:

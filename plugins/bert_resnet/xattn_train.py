@@ -34,11 +34,15 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2+mobilenet_v2"
 TOP_N = 50  # first-stage candidates re-ranked (the app's default, desktop/rerank.py)
+# Hubness correction (CSLS, Conneau et al. 2018): the standard rule 2cos - r(query) - r(item)
+# ranks like cos - r(item)/2; r over the k = 10 nearest of the other modality in the
+# training split, as in the paper. Fixed, not tuned on dev.
+HUB_K, HUB_BETA = 10, 0.5
 
 
 @dataclass
 class RerankTrainConfig:
-    epochs: int = 12
+    epochs: int = 16
     batch: int = 64  # images (one caption each) per step
     group: int = 8  # images per hard-negative cluster
     neighbours: int = 40  # two-tower top ranks a cluster is drawn from
@@ -48,6 +52,7 @@ class RerankTrainConfig:
     seed: int = 0
     top_n: int = TOP_N
     select_by: str = "rsum1"  # re-ranked dev R@1 T->I + I->T
+    directions: str = "both"  # words -> regions and regions -> words (xattn.XAttnConfig)
 
 
 @dataclass
@@ -120,7 +125,7 @@ def train_reranker(images_dir: str | Path, captions_tsv: str | Path, split: str 
                     feats, fmap = first.image_features_and_map(x)
                     v = first.image_from_trunk(feats)
                     if "flip" in trunks:
-                        xf = torch.from_numpy(np.asarray(trunks["flip"][s : s + 250])).float().to(device)
+                        xf = torch.from_numpy(np.array(trunks["flip"][s : s + 250])).float().to(device)
                         v = v + first.image_from_trunk(xf)
                     vec.append(torch.nn.functional.normalize(v, dim=-1).cpu().numpy())
                 else:
@@ -135,8 +140,10 @@ def train_reranker(images_dir: str | Path, captions_tsv: str | Path, split: str 
                     .cpu().numpy() for s in range(0, len(data.captions), 2000)])
         return out_
 
-    train = load_split(split, flip=False)
-    dev = load_split(val, flip=bool(first is not None and first.cfg.flip_tta)) if val else None
+    flip_tta = bool(first is not None and first.cfg.flip_tta)  # the vectors as the app indexes them
+    train = load_split(split, flip=flip_tta)
+    dev = load_split(val, flip=flip_tta) if val else None
+    bank = _hub_bank(train) if first is not None else None  # the bank ships in the file
     feature_s = time.monotonic() - t_feat
     n = len(train["data"].images)
     log.info("reranker: %d train images, %d captions (features %.0f s)", n, len(train["data"].captions), feature_s)
@@ -154,7 +161,7 @@ def train_reranker(images_dir: str | Path, captions_tsv: str | Path, split: str 
         nbrs = None
 
     xcfg = xattn_config or X.XAttnConfig(map_dim=int(train["maps"].shape[2]), positions=int(train["maps"].shape[1]),
-                                         txt_dim=int(text.dim))
+                                         txt_dim=int(text.dim), directions=cfg.directions)
     net = X.XAttn(xcfg).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, n // cfg.batch)
@@ -174,6 +181,8 @@ def train_reranker(images_dir: str | Path, captions_tsv: str | Path, split: str 
                                "probe": M.fingerprint_cnn(cnn)},
             "first_stage": {"heads": heads_hash(heads_path) if heads_path else None, "cut": cut},
             "mixing": "zsum",
+            **({"hubness": {"k": HUB_K, "beta": HUB_BETA, "heads": heads_hash(heads_path) if heads_path else None,
+                            "bank": f"{Path(split).name}: every image, its first caption"}} if bank else {}),
             "training": {"captions": Path(captions_tsv).name,
                          "captions_sha256": file_sha256(Path(captions_tsv))[:16],
                          "split": Path(split).name, "train_images": n, "val": Path(val).name if val else None,
@@ -209,14 +218,14 @@ def train_reranker(images_dir: str | Path, captions_tsv: str | Path, split: str 
             step += 1
         rec: dict[str, Any] = {"epoch": epoch, "loss": float(np.mean(losses)), "seconds": time.monotonic() - t0}
         if dev is not None:
-            metrics = evaluate(net, dev, cfg.top_n, device)
+            metrics = evaluate(net, dev, cfg.top_n, device, bank)
             rec.update(metrics)
             score = _select(metrics, cfg.select_by)
             if score > best[0]:
                 best = (score, epoch, {k: v.detach().clone() for k, v in net.state_dict().items()}, metrics)
                 if checkpoint:  # a usable file even if the run is stopped before the end
                     X.save(out.with_suffix(".partial" + out.suffix), net,
-                           {**header_base(), "partial": True, "metrics": {"dev": metrics}})
+                           {**header_base(), "partial": True, "metrics": {"dev": metrics}}, bank)
         log.info("epoch %d/%d  loss %.3f  %s  (%.0f s)", epoch, cfg.epochs, rec["loss"],
                  "  ".join(f"{m}: T>I {v['t2i_r1']:.1f} I>T {v['i2t_r1']:.1f}"
                            for m, v in rec.items() if isinstance(v, dict)), rec["seconds"])
@@ -228,13 +237,25 @@ def train_reranker(images_dir: str | Path, captions_tsv: str | Path, split: str 
     header = {**header_base(), "training": {**header_base()["training"], "best_epoch": best[1],
                                             "seconds": round(time.monotonic() - started, 1)},
               "metrics": {"dev": best[3]} if dev is not None else {}}
-    digest = X.save(out, net, header)
+    digest = X.save(out, net, header, bank)
     partial = out.with_suffix(".partial" + out.suffix)
     if partial.exists():
         partial.unlink()
     elapsed = time.monotonic() - started
     log.info("wrote %s (xattn-%s), best epoch %d, %.0f s total", out, digest, best[1], elapsed)
     return RerankTrainReport(str(out), digest, best[1], best[3], history, elapsed, feature_s, asdict(cfg))
+
+
+def _hub_bank(split: dict[str, Any]) -> dict[str, Any]:
+    """The hubness bank: the training split's first-stage vectors, every image and one
+    caption each (its first: the bank needs the distribution, not all five)."""
+    import numpy as np
+
+    from plugins.bert_resnet import xattn as X
+
+    owner = np.asarray(split["data"].caption_image)
+    firsts = np.unique(owner, return_index=True)[1]
+    return {X.BANK_IMAGES: split["img"], X.BANK_TEXTS: split["txt"][firsts]}
 
 
 def _cluster_order(n: int, nbrs: Any, group: int, rng: Any) -> Any:
@@ -269,10 +290,12 @@ def _select(metrics: dict[str, dict[str, float]], select_by: str) -> float:
     return float(m[select_by])
 
 
-def evaluate(net: Any, dev: dict[str, Any], top_n: int, device: str = "cpu") -> dict[str, dict[str, float]]:
+def evaluate(net: Any, dev: dict[str, Any], top_n: int, device: str = "cpu",
+             bank: dict[str, Any] | None = None) -> dict[str, dict[str, float]]:
     """Dev recall of the first stage's top `top_n` re-ranked, both directions, as in the
-    app (desktop/rerank.py does the same per query). Without a first stage: attention
-    alone over every image (small toy sets only)."""
+    app (the re-ranker does the same per query): "first", "attention" alone, "reranked"
+    (the shipped rule) and, with a hubness `bank`, "first+hub" (CSLS alone). Without a
+    first stage: attention alone over every image (small toy sets only)."""
     import numpy as np
     import torch
 
@@ -315,13 +338,18 @@ def evaluate(net: Any, dev: dict[str, Any], top_n: int, device: str = "cpu") -> 
             p = pairs[s : s + 4000]
             t = int(lens[p[:, 0]].max())
             ci, pi = torch.from_numpy(p[:, 0]).to(device), torch.from_numpy(p[:, 1]).to(device)
-            rel = net.pair_attention(words[ci, :t], regions[pi], gram[pi])[1]
-            att_score[p[:, 0], p[:, 1]] = net.pool(rel, wmask[ci, :t]).cpu().numpy()
+            att_score[p[:, 0], p[:, 1]] = net.pair_scores(words[ci, :t], wmask[ci, :t], regions[pi],
+                                                          gram[pi]).cpu().numpy()
 
-    def rank(cands: np.ndarray, fs: np.ndarray, at: np.ndarray, mix: str) -> list[list[int]]:
+    # CSLS inside the candidate list, as the re-ranker applies it: photos' and captions' r
+    hub_img = X.hubness(dev["img"], X._unit(bank[X.BANK_TEXTS]), HUB_K) if bank else np.zeros(n_img, np.float32)
+    hub_cap = X.hubness(dev["txt"], X._unit(bank[X.BANK_IMAGES]), HUB_K) if bank else np.zeros(n_cap, np.float32)
+
+    def rank(cands: np.ndarray, fs: np.ndarray, at: np.ndarray, hub: np.ndarray, mix: str) -> list[list[int]]:
         out = []
         for c, f, a in zip(cands, fs, at, strict=True):
-            s = f if mix == "first" else a if mix == "attention" else X.zsum(f, a)
+            f = f - HUB_BETA * hub[c] if mix in ("first+hub", "reranked") else f
+            s = f if mix in ("first", "first+hub") else a if mix == "attention" else X.zsum(f, a)
             out.append(c[np.argsort(-s, kind="stable")].tolist())
         return out
 
@@ -332,9 +360,10 @@ def evaluate(net: Any, dev: dict[str, Any], top_n: int, device: str = "cpu") -> 
     i2t_f = np.take_along_axis(first.T, i2t_c, 1)
     i2t_a = np.take_along_axis(att_score.T, i2t_c, 1)
     out: dict[str, dict[str, float]] = {}
-    for mix in ("first", "attention", "reranked") if dev["img"] is not None else ("attention",):
-        a = retrieval_metrics(rank(t2i_c, t2i_f, t2i_a, mix), t2i_rel)
-        b = retrieval_metrics(rank(i2t_c, i2t_f, i2t_a, mix), i2t_rel)
+    mixes = ("first", *(("first+hub",) if bank else ()), "attention", "reranked")
+    for mix in mixes if dev["img"] is not None else ("attention",):
+        a = retrieval_metrics(rank(t2i_c, t2i_f, t2i_a, hub_img, mix), t2i_rel)
+        b = retrieval_metrics(rank(i2t_c, i2t_f, i2t_a, hub_cap, mix), i2t_rel)
         out[mix] = {**{f"t2i_r{k}": a.recall[k] for k in (1, 5, 10)}, "t2i_mrr": a.mrr,
                     **{f"i2t_r{k}": b.recall[k] for k in (1, 5, 10)}, "i2t_mrr": b.mrr}
     return out

@@ -225,6 +225,12 @@ class RetrievalCaptioner(LazyModel):
             hits = exact_search(m.vectors, np.arange(len(m.texts)), q, n)
         return [[(m.texts[i], s) for i, s in row] for row in hits]
 
+    def bank_vectors(self, texts: Sequence[str]) -> np.ndarray:
+        """The bank's vectors of these captions (texts from `top`)."""
+        m = self.model
+        by_text = m.__dict__.setdefault("by_text", {t: i for i, t in enumerate(m.texts)})
+        return m.vectors[[by_text[t] for t in texts]]
+
     def caption_vectors(self, vectors: np.ndarray) -> list[tuple[str, float]]:
         """Best caption per image vector. With `consensus` > 0 the top CANDIDATES are
         re-ranked by similarity + consensus x (mean similarity to the other candidates):
