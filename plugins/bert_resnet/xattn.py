@@ -148,15 +148,18 @@ class XAttn(nn.Module):
         return (relevance * m).sum(-1) / m.sum(-1).clamp_min(1.0)
 
     def region_scores(self, words: torch.Tensor, mask: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
-        """SCAN's image-to-text direction for every pair: each region attends over the real
-        words; its relevance is the cosine with what it attended to; mean over regions. (b, n)."""
-        sims = torch.einsum("btd,nrd->bnrt", words, regions)
-        m = mask.bool()[:, None, None, :]
+        """SCAN's image-to-text direction for every pair: (b, n)."""
+        return self._regions_to_words(torch.einsum("btd,nrd->bnrt", words, regions), words, mask)
+
+    def _regions_to_words(self, sims: torch.Tensor, words: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """sims (b, ..., R, T) -> (b, ...): each region attends over the real words; its
+        relevance is the cosine with what it attended to; the mean over regions."""
+        lead = (1,) * (sims.dim() - 3)
+        m = mask.bool().view(mask.shape[0], *lead, 1, mask.shape[1])
         att = torch.softmax((self.cfg.smooth * sims).masked_fill(~m, -1e4), dim=-1)
-        num = (att * sims).sum(-1)  # (b, n, R)
         wgram = torch.einsum("btd,bsd->bts", words, words)
-        sq = torch.einsum("bnrt,bts,bnrs->bnr", att, wgram, att).clamp_min(1e-8)
-        return (num / sq.sqrt()).mean(-1)
+        sq = ((att @ wgram.view(wgram.shape[0], *lead, *wgram.shape[1:])) * att).sum(-1).clamp_min(1e-8)
+        return ((att * sims).sum(-1) / sq.sqrt()).mean(-1)
 
     def scores(self, words: torch.Tensor, mask: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
         """Every caption against every image: (b, n)."""
@@ -171,12 +174,7 @@ class XAttn(nn.Module):
         t2i = self.pool(self.pair_attention(words, regions, gram)[1], mask)
         if self.cfg.directions != "both":
             return t2i
-        sims = torch.einsum("btd,brd->brt", words, regions)
-        att = torch.softmax((self.cfg.smooth * sims).masked_fill(~mask.bool()[:, None, :], -1e4), dim=-1)
-        num = (att * sims).sum(-1)
-        wgram = torch.einsum("btd,bsd->bts", words, words)
-        sq = torch.einsum("brt,bts,brs->br", att, wgram, att).clamp_min(1e-8)
-        return 0.5 * (t2i + (num / sq.sqrt()).mean(-1))
+        return 0.5 * (t2i + self._regions_to_words(torch.einsum("btd,brd->brt", words, regions), words, mask))
 
 
 def word_mask(mask: torch.Tensor) -> torch.Tensor:
