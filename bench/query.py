@@ -132,9 +132,8 @@ def fill_regions(lib: Any, rows: int, cols: int, seed: int = 0) -> float:
     rr = lib.reranking.reranker(lib.encoder.id)
     key = rr.regions_key(lib.encoder.id)
     store = lib.reranking.store
-    for other in {sp for (sp,) in store._conn().execute("SELECT DISTINCT space FROM regions")} - {key}:
-        store.prune(other, set())  # an earlier re-ranker's rows (the cached catalog is the bench's own)
-    store._conn().execute("VACUUM")
+    for other in store.spaces() - {key}:
+        store.drop(other)  # an earlier re-ranker file's rows (the cached catalog is the bench's own)
     hashes = [h for (h,) in lib.catalog.conn.execute("SELECT hash FROM photos")]
     if store.count(key) >= len(hashes):
         return 0.0

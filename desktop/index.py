@@ -480,9 +480,12 @@ class AnnoyBackend:
         # Unfiltered, every candidate counts: no slack, which halves search_k (and the
         # query's ANN time) for the common query with no filter at the same recall.
         slack = 2 if n_valid < n else 1
-        want = min(n, math.ceil(slack * k * n / n_valid) + min(len(drop_pos), 10 * k))
-        careful = min(k, effort) if effort else k
-        search_k = search_k_for(min(n, math.ceil(slack * careful * n / n_valid) + min(len(drop_pos), 10 * careful)), n)
+
+        def needed(results: int) -> int:
+            return min(n, math.ceil(slack * results * n / n_valid) + min(len(drop_pos), 10 * results))
+
+        want = needed(k)
+        search_k = search_k_for(needed(min(k, effort) if effort else k), n)
         if exact or gen.ann is None or n_valid <= EXACT_MAX_ITEMS or search_k * ANN_CANDIDATE_COST >= n:
             return _hits(gen.ids, *_topk(gen.vectors, q, k, mask))
         hits: Hits = []

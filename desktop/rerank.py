@@ -55,6 +55,7 @@ class Reranking:
         self.override = enabled
         self._store: RegionStore | None = None
         self._by_encoder: dict[str, Reranker | None] = {}
+        self._complete: dict[str, tuple[int, int]] = {}  # key -> (max vector rowid, rows) when none was missing
         self._lock = threading.Lock()
 
     # ---- setting ------------------------------------------------------------------------
@@ -178,17 +179,22 @@ class Reranking:
     def missing(self, encoder_id: str) -> list[tuple[int, str]]:
         """(photo id, path) of the stills that have a vector for this encoder but no region
         features under the active re-ranker's key (indexed before it was installed, or
-        under an earlier re-ranker file): what a backfill encodes. Videos have none."""
+        under an earlier re-ranker file): what a backfill encodes. Videos have none.
+        Once nothing is missing, asked again with no new vector and no row gone since, it
+        reads two counts, not every photo."""
         rr = self.active(encoder_id)
         key = rr.regions_key(encoder_id) if rr is not None else None
         if key is None or not hasattr(self.data_dir.encoder, "encode_images_with_maps"):
             return []
         cat = self.data_dir.read()
-        ids, _, _ = cat.vectors(encoder_id)
+        state = (cat.max_vector_rowid(encoder_id), self.store.count(key))
+        if self._complete.get(key) == state:
+            return []
         have = self.store.hashes(key)
-        rows = cat.photos(ids.tolist())
-        return [(pid, p.path) for pid, p in sorted(rows.items())
-                if p.hash not in have and p.kind != "video"]
+        todo = [(pid, path) for pid, h, path in cat.encoded_stills(encoder_id) if h not in have]
+        if not todo:
+            self._complete[key] = state
+        return todo
 
     def encode_images(self, images: Sequence[Any], photo_ids: Sequence[int]) -> np.ndarray:
         """The indexer's encode step: vectors, plus region features in the same CNN pass

@@ -125,6 +125,22 @@ class RegionStore:
         except sqlite3.OperationalError:
             return 0
 
+    def spaces(self) -> set[str]:
+        """The keys that have rows (one per encoder x re-ranker file that wrote here)."""
+        if not self._exists():
+            return set()
+        try:
+            return {r[0] for r in self._conn().execute("SELECT DISTINCT space FROM regions")}
+        except sqlite3.OperationalError:
+            return set()
+
+    def drop(self, space: str) -> None:
+        """Delete every row of `space` and give the disk space back (VACUUM)."""
+        conn = self._conn()
+        with conn:
+            conn.execute("DELETE FROM regions WHERE space=?", (space,))
+        conn.execute("VACUUM")
+
     def prune(self, space: str, keep: set[str]) -> int:
         """Delete the rows of `space` whose photo is no longer in the catalog."""
         gone = [h for h in self.hashes(space) if h not in keep]

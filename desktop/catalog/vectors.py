@@ -107,6 +107,14 @@ class VectorsMixin:
         matrix = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(len(rows), -1)
         return ids, matrix, rows[-1][0]
 
+    def encoded_stills(self, encoder: str) -> list[tuple[int, str, str]]:
+        """(photo id, content hash, one path) of the live non-video photos that have a
+        vector for an encoder, by id; reads no vector."""
+        return [tuple(r) for r in self.conn.execute(
+            "SELECT p.id, p.hash, f.path FROM vectors v JOIN photos p ON p.id=v.photo_id "
+            "JOIN files f ON f.id=(SELECT MIN(id) FROM files WHERE photo_id=p.id) "
+            "WHERE v.encoder=? AND p.gone_at IS NULL AND p.kind != 'video' ORDER BY p.id", (encoder,))]
+
     def max_vector_rowid(self, encoder: str) -> int:
         return self.conn.execute(
             "SELECT COALESCE(MAX(rowid), 0) FROM vectors WHERE encoder=?", (encoder,)

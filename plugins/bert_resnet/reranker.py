@@ -261,8 +261,8 @@ class XAttnReranker(LazyModel):
 
     def rerank(self, query: RerankQuery, candidates: RerankCandidates) -> np.ndarray | None:
         from plugins.bert_resnet import xattn as X
-        from plugins.bert_resnet.xattn import zsum
 
+        zsum = X.zsum
         first = np.asarray(candidates.scores, np.float32)
         beta = float(self.hub["beta"]) if self.hub else 0.0
         if candidates.texts and query.regions is not None:  # image -> text

@@ -244,10 +244,10 @@ def load_bank(path: Path) -> dict[str, np.ndarray]:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="np") as f:
-        return {k: _unit(f.get_tensor(k).astype(np.float32)) for k in f.keys() if k.startswith("bank.")}
+        return {k: unit_rows(f.get_tensor(k).astype(np.float32)) for k in f.keys() if k.startswith("bank.")}
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
@@ -255,7 +255,7 @@ def hubness(vectors: np.ndarray, bank: np.ndarray, k: int) -> np.ndarray:
     """CSLS's r (Conneau et al. 2018): each vector's mean cosine to its k nearest rows of
     the other modality's bank. A photo (or caption) close to many queries of a training
     split is a hub that the pooled cosine ranks too high for everything."""
-    sims = _unit(np.asarray(vectors, np.float32)) @ bank.T
+    sims = unit_rows(np.asarray(vectors, np.float32)) @ bank.T
     k = min(k, sims.shape[1])
     return np.partition(sims, -k, axis=1)[:, -k:].mean(1).astype(np.float32)
 

@@ -342,8 +342,8 @@ def evaluate(net: Any, dev: dict[str, Any], top_n: int, device: str = "cpu",
                                                           gram[pi]).cpu().numpy()
 
     # CSLS inside the candidate list, as the re-ranker applies it: photos' and captions' r
-    hub_img = X.hubness(dev["img"], X._unit(bank[X.BANK_TEXTS]), HUB_K) if bank else np.zeros(n_img, np.float32)
-    hub_cap = X.hubness(dev["txt"], X._unit(bank[X.BANK_IMAGES]), HUB_K) if bank else np.zeros(n_cap, np.float32)
+    hub_img = X.hubness(dev["img"], X.unit_rows(bank[X.BANK_TEXTS]), HUB_K) if bank else np.zeros(n_img, np.float32)
+    hub_cap = X.hubness(dev["txt"], X.unit_rows(bank[X.BANK_IMAGES]), HUB_K) if bank else np.zeros(n_cap, np.float32)
 
     def rank(cands: np.ndarray, fs: np.ndarray, at: np.ndarray, hub: np.ndarray, mix: str) -> list[list[int]]:
         out = []
